@@ -1,0 +1,3 @@
+from relcore.cli import main
+
+raise SystemExit(main())
