@@ -20,11 +20,15 @@ import re
 from dataclasses import dataclass, field
 
 import pandas as pd
-from relbench.base import Database, Dataset, EntityTask, RecommendationTask
+from relbench.base import AutoCompleteTask, Database, Dataset, EntityTask, RecommendationTask
 
 from relcore.errors import RelcoreError
 
 F1_NAMES = ("rel-f1", "f1")
+AUTOCOMPLETE_UNSUPPORTED = (
+    "relbench 2.1.2 autocomplete tasks build their tables over one timestamp per second "
+    "(billions of rows): not supported"
+)
 
 
 @dataclass
@@ -101,8 +105,11 @@ def task_names(spec: DatasetSpec) -> list[str]:
     return list(task_registry.get(spec.registry_name, {}).keys())
 
 
-def load_task(spec: DatasetSpec, dataset: Dataset, task_name: str) -> EntityTask:
-    """Instantiate relbench's task class ``task_name`` on ``dataset``."""
+def load_task(spec: DatasetSpec, dataset: Dataset, task_name: str, entity_only: bool = True):
+    """Instantiate relbench's task class ``task_name`` on ``dataset``.
+
+    With ``entity_only`` (what fine-tuning needs), a link-prediction task is refused.
+    """
     _ensure_registered(spec)
     from relbench.tasks import task_registry
 
@@ -111,22 +118,31 @@ def load_task(spec: DatasetSpec, dataset: Dataset, task_name: str) -> EntityTask
         known = ", ".join(tasks) or "none"
         raise RelcoreError(f"unknown task '{task_name}' for dataset '{spec.name}' (known: {known})")
     cls, args, kwargs = tasks[task_name]
+    if issubclass(cls, AutoCompleteTask):
+        raise RelcoreError(f"task '{task_name}': {AUTOCOMPLETE_UNSUPPORTED}")
     # relbench's registry points cache_dir at its download cache; tables are cheap to make.
     kwargs = {k: v for k, v in kwargs.items() if k != "cache_dir"}
     task = cls(dataset, *args, cache_dir=None, **kwargs)
-    if isinstance(task, RecommendationTask) or not isinstance(task, EntityTask):
+    if entity_only and (isinstance(task, RecommendationTask) or not isinstance(task, EntityTask)):
         raise RelcoreError(f"task '{task_name}' is a link-prediction task: not supported yet")
     return task
 
 
+def is_autocomplete(spec: DatasetSpec, task_name: str) -> bool:
+    from relbench.tasks import task_registry
+
+    _ensure_registered(spec)
+    return issubclass(task_registry[spec.registry_name][task_name][0], AutoCompleteTask)
+
+
 def entity_task_names(spec: DatasetSpec) -> list[str]:
-    """Names of the entity (node-level) tasks: those relcore can fine-tune on."""
+    """Names of the entity (node-level) tasks relcore can fine-tune on."""
     from relbench.tasks import task_registry
 
     _ensure_registered(spec)
     names = []
     for name, (cls, _, _) in task_registry.get(spec.registry_name, {}).items():
-        if issubclass(cls, EntityTask) and not issubclass(cls, RecommendationTask):
+        if issubclass(cls, EntityTask) and not issubclass(cls, (RecommendationTask, AutoCompleteTask)):
             names.append(name)
     return names
 
