@@ -1,0 +1,75 @@
+"""Pieces both training loops share: callbacks, early stopping, wall-time limit, seeding."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+
+class Callback(Protocol):
+    """Receives every step's metrics. ``checkpoint`` is set when a new best was saved.
+
+    The loops never know who listens: Ray Tune, MLflow, a progress bar or a test.
+    Returning ``True`` asks the loop to stop (e.g. a Tune stopper decided so).
+    """
+
+    def __call__(self, step: int, metrics: dict[str, float], checkpoint: str | None) -> bool | None: ...
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` evaluations without improvement of the monitored value."""
+
+    patience: int
+    higher_is_better: bool = False
+    best: float = math.nan
+    best_step: int = -1
+    bad_evals: int = 0
+
+    def update(self, step: int, value: float) -> bool:
+        """Record an evaluation; return True when it is a new best."""
+        better = math.isnan(self.best) or (
+            value > self.best if self.higher_is_better else value < self.best
+        )
+        if better:
+            self.best, self.best_step, self.bad_evals = value, step, 0
+        else:
+            self.bad_evals += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_evals >= self.patience
+
+
+@dataclass
+class WallClock:
+    """A per-run wall-time limit in seconds (``inf`` = none)."""
+
+    limit_s: float
+    start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def expired(self) -> bool:
+        return self.elapsed >= self.limit_s
+
+
+def notify(callback: Callable | None, step: int, metrics: dict[str, Any], checkpoint: str | None = None) -> bool:
+    """Call the callback if any; True if it asked to stop."""
+    return bool(callback(step, metrics, checkpoint)) if callback is not None else False

@@ -1,0 +1,212 @@
+"""Task-agnostic contrastive pretraining of an RDL backbone (the paper's Section 3).
+
+One step: HGSample a subgraph of the database pruned to the validation timestamp,
+corrupt its rows (SCARF), embed the clean and the corrupted view with the same
+backbone, and minimise Eq. 6 (row + link + context losses, each normalised by
+:math:`\\mu(N)`). Every ``eval_every`` steps the normalised losses on a fixed set of
+validation subgraphs decide early stopping and which backbone is checkpointed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch_geometric.data import HeteroData
+
+from relcore.corruption import MarginalPool, corrupt
+from relcore.graph import RelGraph
+from relcore.loop import Callback, EarlyStopping, WallClock, notify, seed_everything
+from relcore.losses import ContrastiveObjective
+from relcore.models import BackboneConfig, GraphMeta, RDLBackbone, save_backbone
+from relcore.sampling.hgt import HGSampler
+
+TERMS = ("row", "link", "context")
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining hyper-parameters (paper defaults)."""
+
+    corruption: float = 0.2
+    corruption_mode: str = "marginal"
+    batch_size: int = 64
+    num_samples: int = 64
+    iterations: int = 3
+    n_max: int = 256
+    lr: float = 1e-3
+    max_steps: int = 2000
+    eval_every: int = 50
+    val_subgraphs: int = 50
+    patience: int = 10
+    time_limit_s: float = 4 * 3600.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class PretrainResult:
+    steps: int
+    initial: dict[str, float]
+    final: dict[str, float]
+    best: dict[str, float]
+    best_step: int
+    seconds: float
+    steps_per_second: float
+    stop_reason: str
+    checkpoint: str | None
+    history: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The JSON the CLI prints (no history)."""
+        out = {k: v for k, v in asdict(self).items() if k != "history"}
+        out["best_val_loss"] = self.best.get("loss")
+        return out
+
+
+class ContrastiveStep(torch.nn.Module):
+    """Backbone + Eq. 6 on a clean view and its corrupted copy."""
+
+    def __init__(self, backbone: RDLBackbone, objective: ContrastiveObjective):
+        super().__init__()
+        self.backbone = backbone
+        self.objective = objective
+
+    def forward(self, clean: HeteroData, corrupted: HeteroData):
+        h = self.backbone(clean)
+        h_hat = self.backbone(corrupted)
+        return self.objective(h, h_hat, clean)
+
+
+def corrupted_view(batch: HeteroData, p: float, pool: MarginalPool, mode: str,
+                   generator: torch.Generator) -> HeteroData:
+    """Same nodes, edges and order as ``batch``; every table's rows corrupted."""
+    view = copy.copy(batch)  # shallow: edges and ids shared, tensor frames replaced
+    for t in batch.node_types:
+        view[t].tf = corrupt(batch[t].tf, t, p, pool, mode=mode, generator=generator)
+    return view
+
+
+def pretrain(
+    graph: RelGraph,
+    backbone_config: BackboneConfig,
+    config: PretrainConfig,
+    max_time: int | None,
+    out_dir: str | os.PathLike | None = None,
+    callback: Callback | None = None,
+) -> PretrainResult:
+    """Pretrain a fresh backbone on ``graph`` rows dated ``<= max_time`` (unix seconds).
+
+    Saves the best backbone (by validation loss) to ``out_dir/backbone.pt`` and the
+    loss history to ``out_dir/history.json``.
+    """
+    seed_everything(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    sampler = HGSampler(graph, num_samples=config.num_samples, iterations=config.iterations,
+                        max_time=max_time)
+    pool = MarginalPool(graph, max_time=max_time)
+
+    backbone = RDLBackbone(backbone_config, GraphMeta.from_graph(graph))
+    objective = ContrastiveObjective(backbone.node_types, backbone.edge_types,
+                                     backbone_config.channels, n_max=config.n_max)
+    model = ContrastiveStep(backbone, objective)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    val_gen = torch.Generator().manual_seed(config.seed + 10_007)  # fixed validation set
+    val_set = [_pair(sampler, config, pool, val_gen) for _ in range(config.val_subgraphs)]
+
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    checkpoint = str(out / "backbone.pt") if out is not None else None
+    clock, stopper = WallClock(config.time_limit_s), EarlyStopping(config.patience)
+    history: list[dict] = []
+    initial = evaluate(model, val_set)
+    stopper.update(0, initial["loss"])
+    best = dict(initial)
+    _save(backbone, checkpoint, graph, config, 0, initial)
+    history.append({"step": 0, **{f"val/{k}": v for k, v in initial.items()}})
+    notify(callback, 0, history[-1], checkpoint)
+
+    step, stop_reason, final = 0, "max_steps", initial
+    while step < config.max_steps:
+        step += 1
+        model.train()
+        clean, corrupted = _pair(sampler, config, pool, gen)
+        losses = model(clean, corrupted)
+        optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        optimizer.step()
+        metrics = {"step": step, "train/loss": float(losses.total),
+                   **{f"train/{k}": float(v) for k, v in losses.terms.items()}}
+
+        improved_ckpt = None
+        if step % config.eval_every == 0 or step == config.max_steps:
+            final = evaluate(model, val_set)
+            metrics.update({f"val/{k}": v for k, v in final.items()})
+            metrics["time/seconds"] = clock.elapsed
+            if stopper.update(step, final["loss"]):
+                best = dict(final)
+                _save(backbone, checkpoint, graph, config, step, final)
+                improved_ckpt = checkpoint
+        history.append(metrics)
+        if notify(callback, step, metrics, improved_ckpt):
+            stop_reason = "callback"
+            break
+        if stopper.should_stop:
+            stop_reason = "early_stopping"
+            break
+        if clock.expired:
+            stop_reason = "time_limit"
+            break
+
+    seconds = clock.elapsed
+    if out is not None:
+        (out / "history.json").write_text(json.dumps(history))
+    return PretrainResult(
+        steps=step, initial=initial, final=final, best=best, best_step=stopper.best_step,
+        seconds=seconds, steps_per_second=step / seconds if seconds > 0 else 0.0,
+        stop_reason=stop_reason, checkpoint=checkpoint, history=history,
+    )
+
+
+def _pair(sampler: HGSampler, config: PretrainConfig, pool: MarginalPool,
+          gen: torch.Generator) -> tuple[HeteroData, HeteroData]:
+    clean = sampler.sample(config.batch_size, generator=gen)
+    return clean, corrupted_view(clean, config.corruption, pool, config.corruption_mode, gen)
+
+
+@torch.no_grad()
+def evaluate(model: ContrastiveStep, val_set: list[tuple[HeteroData, HeteroData]]) -> dict[str, float]:
+    """Mean normalised losses (total and per term) over the validation subgraphs.
+
+    The objective's negative subsampling is random: fix its seed so that every
+    evaluation of the same model gives the same number.
+    """
+    model.eval()
+    totals = {"loss": 0.0, **{t: 0.0 for t in TERMS}}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        for clean, corrupted in val_set:
+            losses = model(clean, corrupted)
+            totals["loss"] += float(losses.total)
+            for k, v in losses.terms.items():
+                totals[k] += float(v)
+    return {k: v / len(val_set) for k, v in totals.items()}
+
+
+def _save(backbone: RDLBackbone, path: str | None, graph: RelGraph, config: PretrainConfig,
+          step: int, val: dict) -> None:
+    if path is not None:
+        save_backbone(path, backbone, extra={"pretrain": config.to_dict(), "step": step,
+                                             "val": val, "graph_key": graph.key})
