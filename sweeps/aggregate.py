@@ -1,0 +1,50 @@
+"""Top-k aggregation: the paper's "top-5 mean" per (dataset, task, backbone, regime).
+
+Trials are ranked by the task's validation metric only (AUROC higher, MAE lower; ties
+broken by trial key so the choice is deterministic); the mean and standard deviation
+(population, ddof=0) of the selected trials' validation and test metrics are reported.
+Test numbers never influence which trials are selected.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+GROUP = ["dataset", "task", "backbone", "regime"]
+COLUMNS = ["dataset", "task", "backbone", "regime", "split", "metric", "mean", "std", "n"]
+
+
+def top_k(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """Aggregate fine-tuning trials into ``results.csv`` rows.
+
+    ``trials`` has one row per finished trial with the columns in :data:`GROUP`,
+    ``key``, ``metric`` (the selection metric's name), ``higher`` (bool) and
+    ``val/<m>`` / ``test/<m>`` for every metric relbench reported.
+    """
+    rows = []
+    if trials.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    for group, g in trials.groupby(GROUP, sort=True):
+        metric, higher = g["metric"].iloc[0], bool(g["higher"].iloc[0])
+        g = g.dropna(subset=[f"val/{metric}"])
+        g = g.sort_values([f"val/{metric}", "key"], ascending=[not higher, True], kind="mergesort")
+        chosen = g.head(k)
+        for split in ("val", "test"):
+            names = sorted(c.split("/", 1)[1] for c in chosen.columns if c.startswith(f"{split}/"))
+            for name in names:
+                values = chosen[f"{split}/{name}"].dropna().astype(float)
+                if values.empty:
+                    continue
+                rows.append(dict(zip(GROUP, group), split=split, metric=name, mean=values.mean(),
+                                 std=values.std(ddof=0), n=len(values)))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def summary_metrics(results: pd.DataFrame) -> dict[str, float]:
+    """``{task}.{backbone}.{regime}.{split}.{metric}_mean`` / ``_std`` for the summary run."""
+    out = {}
+    for r in results.itertuples(index=False):
+        base = f"{r.task}.{r.backbone}.{r.regime}.{r.split}.{r.metric}"
+        out[f"{base}_mean"] = float(r.mean)
+        out[f"{base}_std"] = float(r.std)
+    return out

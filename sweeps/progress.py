@@ -1,0 +1,48 @@
+"""One progress line per finished trial: done / running / total, best so far, elapsed."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+
+
+class ProgressLine(Callback):
+    def __init__(self, stage: str, total: int):
+        self.stage, self.total = stage, total
+        self.start = time.time()
+        self.running: set[str] = set()
+        self.done = self.failed = 0
+        self.best: tuple[float, str] | None = None
+        self.higher = False
+        self._last: dict[str, dict] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._last[trial.trial_id] = result
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        self.done += 1
+        last = self._last.get(trial.trial_id, {})
+        value = last.get("monitor_best", last.get("monitor"))
+        if value is not None:
+            value, higher = float(value), bool(last.get("monitor_higher"))
+            key = trial.config.get("trial", {}).get("key", trial.trial_id)
+            if self.best is None or (value > self.best[0] if higher else value < self.best[0]):
+                self.best, self.higher = (value, key), higher
+        self._print()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        self.failed += 1
+        self._print()
+
+    def _print(self) -> None:
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.start))
+        best = f", best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        print(f"[{self.stage}] {self.done + self.failed}/{self.total} finished ({self.failed} failed), "
+              f"{len(self.running)} running{best}, elapsed {elapsed}", file=sys.stderr, flush=True)

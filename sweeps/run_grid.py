@@ -1,0 +1,73 @@
+"""The main job: a two-stage Ray Tune sweep with MLflow tracking.
+
+    python sweeps/run_grid.py --cluster auto --dataset rel-f1 --raw-dir ../shared/data/ergast-f1 --preset paper
+
+1. pretraining: a grid per backbone (layers x aggregation x corruption);
+2. fine-tuning: per task and backbone, B for every (layers, aggr, seed) and P / PF for
+   every pretrained checkpoint;
+3. top-5 aggregation by validation metric, reports, and an MLflow ``summary`` run.
+
+Bad input is refused before any trial starts; ``--resume`` continues an interrupted
+sweep from its storage path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from relcore.errors import RelcoreError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run_grid.py", description=__doc__.splitlines()[0])
+    p.add_argument("--cluster", default="auto", help="auto | local | host:port | ray://host:port")
+    p.add_argument("--dataset", default="synthetic", help="rel-f1 | synthetic[:N] | sqlite:PATH")
+    p.add_argument("--raw-dir", help="raw Ergast CSVs for rel-f1 (or env RELCORE_F1_RAW_DIR)")
+    p.add_argument("--time-col", action="append", default=[], metavar="TABLE.COL")
+    p.add_argument("--tasks", help="comma-separated task names (default: the preset's / all entity tasks)")
+    p.add_argument("--backbones", help="comma-separated: linear,resnet")
+    p.add_argument("--layers", help="comma-separated GNN depths, e.g. 2,3")
+    p.add_argument("--aggr", help="comma-separated: sum,mean")
+    p.add_argument("--corruption", help="comma-separated corruption rates in (0, 1)")
+    p.add_argument("--preset", default="quick", help="paper | quick")
+    p.add_argument("--search", default="grid", choices=["grid", "optuna"])
+    p.add_argument("--num-samples", type=int, default=8, help="pretraining trials with --search optuna")
+    p.add_argument("--name", default="relcore-sweep", help="sweep name: MLflow experiment and storage folder")
+    p.add_argument("--mlflow-uri", default="sqlite:///mlruns.db")
+    p.add_argument("--storage", default="ray_results", help="local dir or pyarrow-fs URI for Tune results")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--memory-per-trial", type=float, default=0.0, help="GiB reserved per trial (0 = none)")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
+    p.add_argument("--seeds", type=int, help="B seeds per (layers, aggr) (paper preset: 3)")
+    p.add_argument("--pretrain-time-limit", type=float, default=4 * 3600.0, help="seconds per trial")
+    p.add_argument("--finetune-time-limit", type=float, default=2 * 3600.0, help="seconds per trial")
+    p.add_argument("--pretrain-steps", type=int, help="override the preset's max pretraining steps")
+    p.add_argument("--finetune-steps", type=int, help="override the preset's max fine-tuning steps")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from sweeps.sweep import Sweep
+
+        sweep = Sweep.from_args(args)  # validates everything before any trial starts
+        sweep.run()
+    except RelcoreError as exc:
+        print(f"run_grid: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("run_grid: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The sweep's search space: presets, grid axes and the trial configs built from them.
+
+A trial config is a plain dict (Ray's param space, MLflow's params) holding the
+dataset spec, the backbone config and the loop config, so a trial can be re-run from
+its MLflow params alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from relcore.errors import RelcoreError
+from relcore.finetune import FinetuneConfig
+from relcore.models.config import AGGRS, LAYERS, TABLE_MODELS, BackboneConfig
+from relcore.pretrain import PretrainConfig
+
+REGIMES = ("B", "P", "PF")
+
+
+@dataclass
+class Grid:
+    """The pretraining grid (the paper: layers x aggregation x corruption per backbone)."""
+
+    backbones: tuple[str, ...] = TABLE_MODELS
+    layers: tuple[int, ...] = (2, 3)
+    aggr: tuple[str, ...] = ("sum", "mean")
+    corruption: tuple[float, ...] = (0.2, 0.4, 0.6)
+    pretrain_seeds: int = 1
+    baseline_seeds: int = 3  # B trials per (layers, aggr): top-5 needs >= 5 members
+
+    def validate(self) -> "Grid":
+        axes = {"backbones": self.backbones, "layers": self.layers, "aggr": self.aggr,
+                "corruption": self.corruption}
+        for name, values in axes.items():
+            if not values:
+                raise RelcoreError(f"grid axis '{name}' is empty")
+        _check_subset("backbones", self.backbones, TABLE_MODELS)
+        _check_subset("layers", self.layers, LAYERS)
+        _check_subset("aggr", self.aggr, AGGRS)
+        for p in self.corruption:
+            if not 0.0 < float(p) < 1.0:
+                raise RelcoreError(f"corruption must lie in (0, 1), got {p}")
+        if self.pretrain_seeds < 1 or self.baseline_seeds < 1:
+            raise RelcoreError("--seeds must be >= 1")
+        return self
+
+
+def _check_subset(name: str, values, allowed) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise RelcoreError(f"bad {name} value(s) {bad}: allowed {list(allowed)}")
+
+
+@dataclass
+class Preset:
+    """A named protocol: the grid plus the loops' settings."""
+
+    grid: Grid
+    pretrain: PretrainConfig
+    finetune: FinetuneConfig
+    tasks_per_dataset: int | None = None  # None = every entity task
+    paper_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def paper_preset() -> Preset:
+    """The paper's full protocol (Section 4): every default as published."""
+    return Preset(
+        grid=Grid(),
+        pretrain=PretrainConfig(),
+        finetune=FinetuneConfig(),
+        paper_tasks={"rel-f1": ("driver-dnf", "driver-top3", "driver-position")},
+    )
+
+
+def quick_preset() -> Preset:
+    """A tiny grid with few steps: the whole pipeline in minutes on 2 cores."""
+    return Preset(
+        grid=Grid(backbones=("linear",), layers=(2,), aggr=("sum", "mean"), corruption=(0.2,),
+                  baseline_seeds=1),
+        pretrain=PretrainConfig(batch_size=32, num_samples=32, iterations=2, max_steps=20,
+                                eval_every=10, val_subgraphs=4, patience=3),
+        finetune=FinetuneConfig(batch_size=128, max_steps=20, eval_every=10, patience=3,
+                                fanouts=(16, 8), lr=1e-3),
+        tasks_per_dataset=2,
+        paper_tasks={"rel-f1": ("driver-dnf", "driver-position")},
+    )
+
+
+PRESETS = {"paper": paper_preset, "quick": quick_preset}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise RelcoreError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    return PRESETS[name]()
+
+
+def with_overrides(preset: Preset, **axes) -> Preset:
+    """Replace grid axes given on the command line (None = keep the preset's)."""
+    changes = {k: v for k, v in axes.items() if v is not None}
+    preset.grid = replace(preset.grid, **changes).validate()
+    return preset
+
+
+def backbone_config(table_model: str, layers: int, aggr: str) -> BackboneConfig:
+    return BackboneConfig(table_model=table_model, layers=layers, aggr=aggr)
+
+
+def pretrain_trials(dataset: dict, preset: Preset, limits: dict) -> list[dict]:
+    """One config per (backbone, layers, aggr, corruption, seed)."""
+    g = preset.grid
+    trials = []
+    for bb in g.backbones:
+        for layers in g.layers:
+            for aggr in g.aggr:
+                for p in g.corruption:
+                    for seed in range(g.pretrain_seeds):
+                        cfg = replace(preset.pretrain, corruption=float(p), seed=seed)
+                        trials.append({
+                            "stage": "pretrain",
+                            "key": f"{bb}-L{layers}-{aggr}-c{p}-s{seed}",
+                            "dataset": dataset,
+                            "backbone": backbone_config(bb, layers, aggr).to_dict(),
+                            "pretrain": cfg.to_dict(),
+                            "limits": limits,
+                        })
+    return trials
+
+
+def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dict,
+                    checkpoints: dict[str, dict]) -> list[dict]:
+    """B for every (layers, aggr, seed); P and PF for every pretraining checkpoint.
+
+    ``checkpoints`` maps a pretraining trial key to ``{"path": ..., "backbone": {...}}``.
+    Each checkpoint is pretrained once and reused by every task and both regimes.
+    """
+    g = preset.grid
+    trials = []
+    for task in tasks:
+        for bb in g.backbones:
+            for layers in g.layers:
+                for aggr in g.aggr:
+                    for seed in range(g.baseline_seeds):
+                        trials.append(_ft_trial(dataset, task, "B", bb, backbone_config(bb, layers, aggr)
+                                                .to_dict(), None, f"{bb}-L{layers}-{aggr}-s{seed}",
+                                                replace(preset.finetune, mode="B", seed=seed), limits))
+        for key, ckpt in checkpoints.items():
+            for regime in ("P", "PF"):
+                trials.append(_ft_trial(dataset, task, regime, ckpt["backbone"]["table_model"],
+                                        ckpt["backbone"], ckpt["path"], key,
+                                        replace(preset.finetune, mode=regime), limits))
+    return trials
+
+
+def _ft_trial(dataset, task, regime, table_model, backbone, checkpoint, key, cfg, limits) -> dict:
+    return {
+        "stage": "finetune",
+        "key": f"{task}-{regime}-{key}",
+        "dataset": dataset,
+        "task": task,
+        "regime": regime,
+        "table_model": table_model,
+        "backbone": backbone,
+        "checkpoint": checkpoint,
+        "pretrain_key": key if regime != "B" else None,
+        "finetune": cfg.to_dict(),
+        "limits": limits,
+    }
+
+
+def trial_from_axes(base: dict, axes: dict) -> dict:
+    """A pretraining trial config from Optuna-sampled axes on top of a base trial."""
+    cfg = dict(base["pretrain"], corruption=float(axes["corruption"]))
+    bb = backbone_config(axes["table_model"], int(axes["layers"]), axes["aggr"])
+    return {**base, "key": f"{bb.table_model}-L{bb.layers}-{bb.aggr}-c{axes['corruption']}-s{cfg['seed']}",
+            "backbone": bb.to_dict(), "pretrain": cfg}

@@ -1,0 +1,74 @@
+"""Trial stoppers: a per-trial wall-time limit and early stopping on the validation metric.
+
+Both are Ray Tune :class:`~ray.tune.Stopper`\\ s acting on the results trials report,
+so the sweep (not only the training loop) stops trials. Every decision is kept in
+``reasons`` so the MLflow run of the trial records why it ended.
+
+Trials report ``monitor`` (the validation value that selects models) and
+``monitor_higher`` (1.0 when higher is better) at every evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ray.tune import Stopper
+
+
+class WallTimeStopper(Stopper):
+    """Stop a trial once its own wall time (``time_total_s``) exceeds ``limit_s``."""
+
+    def __init__(self, limit_s: float, reasons: dict[str, str]):
+        self.limit_s = float(limit_s)
+        self.reasons = reasons
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get("time_total_s", 0.0) >= self.limit_s:
+            self.reasons.setdefault(trial_id, f"time_limit ({self.limit_s:.0f}s)")
+            return True
+        return False
+
+    def stop_all(self) -> bool:
+        return False
+
+
+class PatienceStopper(Stopper):
+    """Stop a trial after ``patience`` evaluations without a new best ``monitor`` value."""
+
+    def __init__(self, patience: int, reasons: dict[str, str]):
+        self.patience = int(patience)
+        self.reasons = reasons
+        self._best: dict[str, float] = {}
+        self._bad: dict[str, int] = {}
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if "monitor" not in result or result["monitor"] is None:
+            return False  # not an evaluation step
+        value, higher = float(result["monitor"]), bool(result.get("monitor_higher", 0.0))
+        patience = self.patience
+        best = self._best.get(trial_id, math.nan)
+        if math.isnan(best) or (value > best if higher else value < best):
+            self._best[trial_id], self._bad[trial_id] = value, 0
+            return False
+        self._bad[trial_id] = self._bad.get(trial_id, 0) + 1
+        if self._bad[trial_id] >= patience:
+            self.reasons.setdefault(trial_id, f"early_stopping (patience {patience})")
+            return True
+        return False
+
+    def stop_all(self) -> bool:
+        return False
+
+
+class TrialStoppers(Stopper):
+    """Wall time and patience together; ``reasons[trial_id]`` says which fired."""
+
+    def __init__(self, time_limit_s: float, patience: int):
+        self.reasons: dict[str, str] = {}
+        self.parts = [WallTimeStopper(time_limit_s, self.reasons), PatienceStopper(patience, self.reasons)]
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return any([s(trial_id, result) for s in self.parts])  # list: every stopper sees every result
+
+    def stop_all(self) -> bool:
+        return False

@@ -1,0 +1,325 @@
+"""The sweep driver behind ``run_grid.py``: validation, stages, aggregation, summary."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from relcore.data import DatasetSpec, entity_task_names, load_dataset
+from relcore.errors import RelcoreError
+from relcore.graph import build_graph
+from sweeps import aggregate, report, space, tracking
+from sweeps.cluster import connect
+from sweeps.progress import ProgressLine
+from sweeps.stoppers import TrialStoppers
+from sweeps.trainables import finetune_trainable, pretrain_trainable
+
+
+def _split(text: str | None, cast=str) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise RelcoreError(f"bad list value '{text}': {exc}") from exc
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def check_storage(storage: str) -> str:
+    """Absolute path (or URI) of a writable Tune storage location."""
+    if _is_uri(storage):
+        import pyarrow.fs
+
+        try:
+            fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+            fs.create_dir(root, recursive=True)
+            with fs.open_output_stream(f"{root}/.relcore-probe") as fh:
+                fh.write(b"ok")
+            fs.delete_file(f"{root}/.relcore-probe")
+        except Exception as exc:
+            raise RelcoreError(f"storage {storage} is not writable: {exc}") from exc
+        return storage
+    path = Path(storage).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".relcore-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RelcoreError(f"storage path {path} is not writable: {exc.strerror or exc}") from exc
+    return str(path)
+
+
+def check_mlflow(uri: str) -> None:
+    """Refuse an MLflow URI that cannot work before anything runs."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).expanduser()
+        parent = db.resolve().parent
+        if not parent.is_dir() or not _writable(parent):
+            raise RelcoreError(f"MLflow store {uri}: folder {parent} is not writable")
+    elif uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except Exception as exc:
+            raise RelcoreError(f"MLflow tracking server {uri} is unreachable: {exc}") from exc
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class StageOutcome:
+    results: list  # ray.tune.Result
+    wall_s: float
+    busy_s: float
+    setup_s: float
+
+
+@dataclass
+class Sweep:
+    args: argparse.Namespace
+    preset: space.Preset
+    spec: DatasetSpec
+    dataset_dict: dict
+    tasks: list[str]
+    storage: str
+    outcomes: dict[str, StageOutcome] = field(default_factory=dict)
+
+    # --- validation (nothing runs before all of it passed) ------------------------------
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Sweep":
+        preset = space.get_preset(args.preset)
+        preset = space.with_overrides(
+            preset, backbones=_split(args.backbones), layers=_split(args.layers, int),
+            aggr=_split(args.aggr), corruption=_split(args.corruption, float),
+            baseline_seeds=args.seeds)
+        if args.pretrain_steps is not None:
+            preset.pretrain = replace(preset.pretrain, max_steps=args.pretrain_steps)
+        if args.finetune_steps is not None:
+            preset.finetune = replace(preset.finetune, max_steps=args.finetune_steps)
+        if args.max_failures < 0 or args.cpus_per_trial <= 0 or args.num_samples < 1:
+            raise RelcoreError("--max-failures must be >= 0, --cpus-per-trial > 0, --num-samples >= 1")
+        spec = DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=tuple(args.time_col))
+        dataset = load_dataset(spec)  # unknown dataset / missing or corrupt data fail here
+        tasks = cls._resolve_tasks(args.tasks, spec, preset)
+        storage = check_storage(args.storage)
+        check_mlflow(args.mlflow_uri)
+        sweep = cls(args, preset, spec, {"name": spec.name, "raw_dir": spec.raw_dir and str(
+            Path(spec.raw_dir).resolve()), "time_cols": list(spec.time_cols)}, tasks, storage)
+        sweep._check_not_existing()
+        del dataset
+        return sweep
+
+    @staticmethod
+    def _resolve_tasks(text: str | None, spec: DatasetSpec, preset: space.Preset) -> list[str]:
+        known = entity_task_names(spec)
+        if text:
+            tasks = list(_split(text))
+            for t in tasks:
+                if t not in known:
+                    raise RelcoreError(f"unknown task '{t}' for dataset '{spec.name}' "
+                                       f"(known: {', '.join(known) or 'none'})")
+            return tasks
+        if spec.registry_name in preset.paper_tasks:
+            return list(preset.paper_tasks[spec.registry_name])
+        return known[: preset.tasks_per_dataset] if preset.tasks_per_dataset else known
+
+    def _stage_path(self, stage: str) -> str:
+        return f"{self.storage.rstrip('/')}/{self.args.name}-{stage}"
+
+    def _check_not_existing(self) -> None:
+        if self.args.resume:
+            return
+        for stage in ("pretrain", "finetune"):
+            if tune.Tuner.can_restore(self._stage_path(stage)):
+                raise RelcoreError(f"sweep '{self.args.name}' already exists in {self.storage}: "
+                                   "continue it with --resume or choose another --name")
+
+    # --- running --------------------------------------------------------------------
+    def run(self) -> pd.DataFrame:
+        start = time.time()
+        info = connect(self.args.cluster, num_cpus=self.args.num_cpus)
+        print(f"run_grid: {info.describe()}", flush=True)
+        if info.nodes > 1 and self.args.mlflow_uri.startswith("sqlite:"):
+            raise RelcoreError("a local SQLite MLflow store cannot be shared by a multi-node cluster: "
+                               "start `mlflow server` and pass --mlflow-uri http://HOST:PORT")
+        # Build (or load) the graph once here, so every worker only reads the disk cache.
+        graph = build_graph(load_dataset(self.spec).get_db())
+        print(f"run_grid: dataset {self.spec.name} ({graph.key}), tasks {', '.join(self.tasks) or 'none'}",
+              flush=True)
+        self.client = MlflowClient(self.args.mlflow_uri)
+        self.experiment_id = tracking.get_experiment_id(self.client, self.args.name)
+
+        pre = self._run_stage("pretrain", pretrain_trainable, self._pretrain_space(),
+                              self.args.pretrain_time_limit, self.preset.pretrain.patience,
+                              len(space.pretrain_trials(self.dataset_dict, self.preset, {})))
+        checkpoints = self._checkpoints(pre.results)
+        ft_trials = space.finetune_trials(self.dataset_dict, self.tasks, self.preset, {}, checkpoints)
+        ft = self._run_stage("finetune", finetune_trainable, {"trial": tune.grid_search(ft_trials)},
+                             self.args.finetune_time_limit, self.preset.finetune.patience, len(ft_trials))
+        results = aggregate.top_k(self._trial_table(ft.results))
+        self._summary(results, pre, ft, time.time() - start, info.cpus)
+        return results
+
+    def _pretrain_space(self) -> dict:
+        trials = space.pretrain_trials(self.dataset_dict, self.preset, {})
+        if self.args.search == "grid":
+            return {"trial": tune.grid_search(trials)}
+        g = self.preset.grid
+        return {"axes": {"table_model": tune.choice(list(g.backbones)), "layers": tune.choice(list(g.layers)),
+                         "aggr": tune.choice(list(g.aggr)), "corruption": tune.choice(list(g.corruption))},
+                "base": trials[0]}
+
+    def _run_stage(self, stage: str, trainable, param_space: dict, time_limit: float, patience: int,
+                   total: int) -> StageOutcome:
+        start = time.time()
+        parent = tracking.stage_run(self.client, self.experiment_id, stage, {
+            "dataset": self.spec.name, "preset": self.args.preset, "search": self.args.search,
+            "grid": vars(self.preset.grid), "tasks": ",".join(self.tasks)})
+        resources = {"cpu": self.args.cpus_per_trial, "gpu": self.args.gpus_per_trial}
+        if self.args.memory_per_trial > 0:
+            resources["memory"] = self.args.memory_per_trial * 2**30
+        runnable = tune.with_resources(trainable, resources)
+        path = self._stage_path(stage)
+        if self.args.resume and tune.Tuner.can_restore(path):
+            print(f"run_grid: resuming {stage} from {path}", flush=True)
+            tuner = tune.Tuner.restore(path, trainable=runnable, resume_unfinished=True,
+                                       resume_errored=False, param_space=param_space)
+        else:
+            stoppers = TrialStoppers(time_limit, patience)
+            optuna = stage == "pretrain" and self.args.search == "optuna"
+            tune_config = tune.TuneConfig(reuse_actors=True)
+            if optuna:
+                from ray.tune.search.optuna import OptunaSearch
+
+                total = self.args.num_samples
+                tune_config = tune.TuneConfig(
+                    search_alg=OptunaSearch(metric="monitor", mode="min", seed=0),
+                    num_samples=total, reuse_actors=True)
+            tuner = tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
+                               run_config=tune.RunConfig(
+                                   name=f"{self.args.name}-{stage}", storage_path=self.storage,
+                                   stop=stoppers, verbose=0,
+                                   failure_config=tune.FailureConfig(max_failures=self.args.max_failures),
+                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                   callbacks=[tracking.TrialRunLogger(self.args.mlflow_uri, self.args.name,
+                                                                      stage, parent, stoppers.reasons),
+                                              ProgressLine(stage, total)]))
+        grid = tuner.fit()
+        results = [grid[i] for i in range(len(grid))]
+        wall = time.time() - start
+        busy = sum(float(r.metrics.get("busy_s", r.metrics.get("time_total_s", 0.0)) or 0.0)
+                   for r in results if r.metrics)
+        setup = sum(float(r.metrics.get("setup_s", 0.0) or 0.0) for r in results if r.metrics)
+        failed = sum(r.error is not None for r in results)
+        tracking.finish_stage(self.client, parent, {"trials": len(results), "failed": failed,
+                                                    "wall_s": wall, "busy_s": busy, "setup_s": setup})
+        outcome = StageOutcome(results, wall, busy, setup)
+        self.outcomes[stage] = outcome
+        return outcome
+
+    def _checkpoints(self, results: list) -> dict[str, dict]:
+        """Best checkpoint of every successful pretraining trial (best one per key)."""
+        best: dict[str, tuple[float, dict]] = {}
+        for r in results:
+            if r.error is not None or r.checkpoint is None:
+                continue
+            trial = _trial_config(r.config)
+            loss = float(r.metrics.get("best/val/loss", r.metrics.get("monitor", float("inf"))))
+            path = r.checkpoint.path
+            if _is_uri(self.storage):
+                path = f"{self.storage.split('://', 1)[0]}://{path}"
+            if trial["key"] not in best or loss < best[trial["key"]][0]:
+                best[trial["key"]] = (loss, {"path": path, "backbone": trial["backbone"]})
+        return {k: v for k, (_, v) in sorted(best.items())}
+
+    def _trial_table(self, results: list) -> pd.DataFrame:
+        rows = []
+        for r in results:
+            if r.error is not None or not r.metrics:
+                continue
+            t = r.config["trial"]
+            metric = r.metrics.get("metric") or ("roc_auc" if "best/val/roc_auc" in r.metrics else "mae")
+            row = {"dataset": self.spec.name, "task": t["task"], "backbone": t["table_model"],
+                   "regime": t["regime"], "key": t["key"], "metric": metric, "higher": metric == "roc_auc"}
+            for k, v in r.metrics.items():
+                if k.startswith("best/val/") or k.startswith("best/test/"):
+                    row[k[len("best/"):]] = v
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _summary(self, results: pd.DataFrame, pre: StageOutcome, ft: StageOutcome, wall: float,
+                 cpus: float) -> None:
+        busy = pre.busy_s + ft.busy_s
+        overhead = 1.0 - busy / (wall * max(cpus / max(self.args.cpus_per_trial, 1e-9), 1.0)) if wall else 0.0
+        metrics = aggregate.summary_metrics(results)
+        metrics.update({"sweep.wall_s": wall, "sweep.busy_s": busy, "sweep.setup_s": pre.setup_s + ft.setup_s,
+                        "sweep.overhead_share": overhead})
+        out = Path(tempfile.mkdtemp(prefix="relcore-report-"))
+        try:
+            report.write_reports(results, self._curves(pre.results), self._times(pre, ft), out)
+            run = tracking.find_run(self.client, self.experiment_id, kind="summary")
+            run_id = run.info.run_id if run else self.client.create_run(
+                self.experiment_id, run_name="summary", tags={"kind": "summary"}).info.run_id
+            ts = int(time.time() * 1000)
+            items = [Metric(k, float(v), ts, 0) for k, v in metrics.items()]
+            for lo in range(0, len(items), 500):
+                self.client.log_batch(run_id, metrics=items[lo: lo + 500])
+            self.client.log_artifacts(run_id, str(out))
+            self.client.set_terminated(run_id, status="FINISHED")
+            local = Path("runs") / self.args.name
+            local.mkdir(parents=True, exist_ok=True)
+            for f in out.iterdir():
+                shutil.copy(f, local / f.name)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        print(report.results_markdown(results))
+        print(f"run_grid: {len(pre.results)} pretraining + {len(ft.results)} fine-tuning trials in "
+              f"{wall:.0f}s (trial busy {busy:.0f}s, overhead share {overhead:.1%}); reports in {local} "
+              f"and MLflow experiment '{self.args.name}' ({self.args.mlflow_uri})", flush=True)
+
+    @staticmethod
+    def _curves(results: list) -> dict[str, pd.DataFrame]:
+        curves = {}
+        for r in results:
+            df = r.metrics_dataframe
+            if r.error is None and df is not None and "val/loss" in df:
+                curves[_trial_config(r.config)["key"]] = df[["step", "val/loss"]]
+        return curves
+
+    @staticmethod
+    def _times(pre: StageOutcome, ft: StageOutcome) -> pd.DataFrame:
+        rows = []
+        for stage, outcome in (("pretrain", pre), ("finetune", ft)):
+            for r in outcome.results:
+                if r.metrics:
+                    t = _trial_config(r.config)
+                    rows.append({"stage": stage, "task": t.get("task") or "-",
+                                 "busy_s": float(r.metrics.get("busy_s", r.metrics.get("time_total_s", 0.0))),
+                                 "end_time": r.metrics.get("timestamp", 0)})
+        return pd.DataFrame(rows, columns=["stage", "task", "busy_s", "end_time"])
+
+
+def _trial_config(config: dict) -> dict:
+    """The trial dict of a grid trial, or the one an Optuna trial's axes describe."""
+    if "trial" in config:
+        return config["trial"]
+    return space.trial_from_axes(config["base"], config["axes"])

@@ -1,0 +1,167 @@
+"""MLflow tracking: one experiment per sweep, a parent run per stage, a child run per trial.
+
+Trial runs are written by :class:`TrialRunLogger`, Ray's own
+:class:`~ray.air.integrations.mlflow.MLflowLoggerCallback` extended to (a) nest runs
+under the stage's parent run, (b) find a trial's existing run by its trial id, so a
+resumed sweep never logs a trial twice, (c) batch each report into one MLflow call,
+(d) record why the trial stopped, its error when it failed, and the pretrained
+backbone as an artifact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+DEFAULT_URI = "sqlite:///mlruns.db"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def get_experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else client.create_experiment(name)
+
+
+def find_run(client: MlflowClient, experiment_id: str, **tags: str):
+    """The newest run of the experiment carrying all ``tags``, or None."""
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def stage_run(client: MlflowClient, experiment_id: str, stage: str, params: dict) -> str:
+    """The parent run of a stage: reused on resume, created otherwise."""
+    run = find_run(client, experiment_id, kind="stage", stage=stage)
+    if run is not None:
+        if run.info.status != "RUNNING":
+            client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
+    run = client.create_run(experiment_id, run_name=stage, tags={"kind": "stage", "stage": stage})
+    _log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def _log_params(client: MlflowClient, run_id: str, params: dict) -> None:
+    flat = flatten(params)
+    items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+    for lo in range(0, len(items), 100):  # MLflow's batch limit
+        client.log_batch(run_id, params=items[lo: lo + 100])
+
+
+def numeric_metrics(result: dict) -> dict[str, float]:
+    out = {}
+    for k, v in flatten(result).items():
+        if isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, (int, float)) and math.isfinite(float(v)):
+            out[k] = float(v)
+    return out
+
+
+class TrialRunLogger(MLflowLoggerCallback):
+    """Ray's MLflow logger callback, made resumable and nested (see module docstring)."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, stage: str, parent_run_id: str,
+                 reasons: dict[str, str]):
+        super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name,
+                         tags={"mlflow.parentRunId": parent_run_id, "stage": stage, "kind": "trial"})
+        self.stage = stage
+        self.reasons = reasons
+        self._last: dict[str, dict] = {}
+
+    # Ray calls setup() in the driver before the first trial starts.
+    def setup(self, *args, **kwargs):
+        super().setup(*args, **kwargs)
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id = get_experiment_id(self.client, self.experiment_name)
+
+    def log_trial_start(self, trial) -> None:
+        if trial in self._trial_runs:
+            return
+        existing = find_run(self.client, self.experiment_id, kind="trial", stage=self.stage,
+                            trial_id=trial.trial_id)
+        if existing is not None:  # resumed sweep: continue the same run
+            run_id = existing.info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            cfg = trial.config.get("trial", {})
+            tags = {**self.tags, "trial_id": trial.trial_id, "trial_key": cfg.get("key", str(trial))}
+            for k in ("task", "regime", "table_model", "pretrain_key"):
+                if cfg.get(k) is not None:
+                    tags[k] = str(cfg[k])
+            if "backbone" in cfg:
+                tags["backbone"] = cfg["backbone"]["table_model"]
+            run_id = self.client.create_run(self.experiment_id, run_name=cfg.get("key", str(trial)),
+                                            tags=tags).info.run_id
+            _log_params(self.client, run_id, cfg)
+        self._trial_runs[trial] = run_id
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        run_id = self._trial_runs[trial]
+        self._last[trial.trial_id] = result
+        step = int(result.get("step", iteration))
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, v, ts, step) for k, v in numeric_metrics(result).items()
+                   if not k.startswith("config.")]
+        for lo in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[lo: lo + 500])
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        run_id = self._trial_runs[trial]
+        last = self._last.get(trial.trial_id, {})
+        reason = "error" if failed else (self.reasons.get(trial.trial_id)
+                                         or last.get("done_reason") or "completed")
+        tags = [RunTag("stop_reason", str(reason))]
+        if failed:
+            error = _trial_error(trial)
+            tags.append(RunTag("error", error[-5000:]))
+        self.client.log_batch(run_id, tags=tags)
+        if not failed and self.stage == "pretrain":
+            _log_checkpoint(self.client, run_id, trial)
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def _trial_error(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        with open(path) as fh:
+            return fh.read()
+    return str(getattr(trial, "error_msg", "") or "failed")
+
+
+def _log_checkpoint(client: MlflowClient, run_id: str, trial) -> None:
+    ckpt = trial.checkpoint
+    if ckpt is None:
+        return
+    with ckpt.as_directory() as d:
+        path = os.path.join(d, "backbone.pt")
+        if os.path.exists(path):
+            client.log_artifact(run_id, path, artifact_path="checkpoint")
+
+
+def finish_stage(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    ts = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def configure(uri: str) -> None:
+    mlflow.set_tracking_uri(uri)

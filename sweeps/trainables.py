@@ -1,0 +1,135 @@
+"""Ray Tune function trainables that call relcore's loops as library functions.
+
+Per-trial setup (loading the database, materialising tensor frames, building CSR
+arrays) is paid once per worker process: ``worker_graph`` keeps the graph of each
+dataset in a module-level cache, Tune reuses the worker actors between trials, and
+the tensor frames themselves come from relcore's on-disk cache. Each trial reports
+``setup_s`` so the sweep can tell how much wall time was not training.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from relcore.data import DatasetSpec, load_dataset, load_task
+from relcore.finetune import FinetuneConfig, finetune, main_metric
+from relcore.graph import RelGraph, build_graph
+from relcore.models import BackboneConfig
+from relcore.pretrain import PretrainConfig, pretrain
+from sweeps.space import trial_from_axes
+
+FAIL_ENV = "RELCORE_SWEEP_FAIL_KEY"  # tests inject a failing trial by its key
+
+
+def dataset_spec(d: dict) -> DatasetSpec:
+    return DatasetSpec(d["name"], raw_dir=d.get("raw_dir"), time_cols=tuple(d.get("time_cols", ())))
+
+
+@lru_cache(maxsize=4)
+def _dataset_and_graph(name: str, raw_dir: str | None, time_cols: tuple[str, ...]):
+    spec = DatasetSpec(name, raw_dir=raw_dir, time_cols=time_cols)
+    dataset = load_dataset(spec)
+    graph = build_graph(dataset.get_db())
+    return spec, dataset, graph
+
+
+def worker_graph(d: dict):
+    """(spec, dataset, graph) for a dataset dict, built once per worker process."""
+    return _dataset_and_graph(d["name"], d.get("raw_dir"), tuple(d.get("time_cols", ())))
+
+
+@lru_cache(maxsize=16)
+def _task(name: str, raw_dir: str | None, time_cols: tuple[str, ...], task_name: str):
+    spec, dataset, _ = _dataset_and_graph(name, raw_dir, time_cols)
+    return load_task(spec, dataset, task_name)
+
+
+def _threads() -> None:
+    cpus = int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)) \
+        if tune.get_context() else 1
+    torch.set_num_threads(max(1, cpus))
+
+
+def _maybe_fail(trial: dict) -> None:
+    if os.environ.get(FAIL_ENV) and os.environ[FAIL_ENV] == trial["key"]:
+        raise RuntimeError(f"injected failure in trial {trial['key']}")
+
+
+def pretrain_trainable(config: dict) -> None:
+    trial = config["trial"] if "trial" in config else trial_from_axes(config["base"], config["axes"])
+    t0 = time.perf_counter()
+    _threads()
+    _, dataset, graph = worker_graph(trial["dataset"])
+    setup_s = time.perf_counter() - t0
+    _maybe_fail(trial)
+    max_time = int(dataset.val_timestamp.timestamp())  # pretrain only on rows <= val time
+    workdir = Path(tempfile.mkdtemp(prefix="relcore-pretrain-"))
+    best_loss = [float("inf")]
+
+    def report(step: int, metrics: dict, checkpoint: str | None) -> None:
+        if "val/loss" not in metrics:
+            return None  # Tune sees evaluations only; per-step metrics stay in history
+        out = {**metrics, "monitor": metrics["val/loss"], "monitor_higher": 0.0, "setup_s": setup_s}
+        best_loss[0] = min(best_loss[0], metrics["val/loss"])
+        out["best/val/loss"] = best_loss[0]
+        if checkpoint is not None:
+            ckpt_dir = Path(tempfile.mkdtemp(prefix="ckpt-", dir=workdir))
+            shutil.copy(checkpoint, ckpt_dir / "backbone.pt")
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        else:
+            tune.report(out)
+        return None
+
+    try:
+        result = pretrain(graph, BackboneConfig.from_dict(trial["backbone"]),
+                          PretrainConfig.from_dict(trial["pretrain"]), max_time=max_time,
+                          out_dir=workdir / "run", callback=report)
+        tune.report({"done_reason": result.stop_reason, "steps": result.steps,
+                     "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
+                     **{f"best/val/{k}": v for k, v in result.best.items()}})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def finetune_trainable(config: dict) -> None:
+    trial = config["trial"]
+    t0 = time.perf_counter()
+    _threads()
+    d = trial["dataset"]
+    _, _, graph = worker_graph(d)
+    task = _task(d["name"], d.get("raw_dir"), tuple(d.get("time_cols", ())), trial["task"])
+    setup_s = time.perf_counter() - t0
+    _maybe_fail(trial)
+    metric, higher = main_metric(task)
+
+    def report(step: int, metrics: dict, checkpoint: str | None) -> None:
+        if f"val/{metric}" not in metrics:
+            return None
+        tune.report({**metrics, "monitor": metrics[f"val/{metric}"], "monitor_higher": float(higher),
+                     "setup_s": setup_s})
+        return None
+
+    def run(checkpoint_path: str | None):
+        return finetune(graph, task, trial["task"], FinetuneConfig.from_dict(trial["finetune"]),
+                        backbone_config=BackboneConfig.from_dict(trial["backbone"]),
+                        checkpoint=checkpoint_path, callback=report)
+
+    if trial["checkpoint"] is None:
+        result = run(None)
+    else:
+        # Works for a shared filesystem path and for any pyarrow-fs URI alike.
+        with tune.Checkpoint(trial["checkpoint"]).as_directory() as ckpt_dir:
+            result = run(os.path.join(ckpt_dir, "backbone.pt"))
+    tune.report({"done_reason": result.stop_reason, "steps": result.steps, "busy_s": result.seconds,
+                 "setup_s": setup_s, "metric": metric, "monitor_best": result.val[metric],
+                 "monitor_higher": float(higher),
+                 **{f"best/val/{k}": v for k, v in result.val.items()},
+                 **{f"best/test/{k}": v for k, v in result.test.items()}})
