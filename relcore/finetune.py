@@ -186,10 +186,11 @@ def finetune(
     def predict(split: SplitTable) -> np.ndarray:
         model.eval()
         out = []
+        eval_gen = torch.Generator().manual_seed(config.seed + 1)  # same neighbourhoods every time
         with torch.no_grad():
             for lo in range(0, len(split.ids), config.batch_size):
                 sl = slice(lo, lo + config.batch_size)
-                batch = sampler.sample(task.entity_table, split.ids[sl], split.times[sl], generator=gen)
+                batch = sampler.sample(task.entity_table, split.ids[sl], split.times[sl], generator=eval_gen)
                 out.append(model(batch))
         z = torch.cat(out) if out else torch.zeros(0)
         return (torch.sigmoid(z) if binary else z * y_std + y_mean).numpy()
@@ -202,7 +203,7 @@ def finetune(
 
     clock, stopper = WallClock(config.time_limit_s), EarlyStopping(config.patience, higher)
     history: list[dict] = []
-    best_state, best_val = copy.deepcopy(model.state_dict()), {}
+    best_state, best_val, best_test = copy.deepcopy(model.state_dict()), {}, {}
     order, cursor = torch.randperm(len(train.ids), generator=gen), 0
     step, stop_reason = 0, "max_steps"
     while step < config.max_steps:
@@ -224,7 +225,14 @@ def finetune(
             metrics.update({f"val/{k}": float(v) for k, v in val_metrics.items()})
             metrics["time/seconds"] = clock.elapsed
             if stopper.update(step, float(val_metrics[metric])):
+                # Test is measured for every new best-by-validation state, so a run
+                # stopped from outside (a Tune stopper) still has the selected state's
+                # test metrics. Selection never looks at them.
                 best_state, best_val = copy.deepcopy(model.state_dict()), val_metrics
+                best_test = task.evaluate(predict(test), test.table)
+            metrics.update({f"best/val/{k}": float(v) for k, v in best_val.items()})
+            metrics.update({f"best/test/{k}": float(v) for k, v in best_test.items()})
+            metrics["best/step"] = stopper.best_step
         history.append(metrics)
         if notify(callback, step, metrics):
             stop_reason = "callback"
@@ -238,10 +246,11 @@ def finetune(
 
     if not best_val:  # stopped before the first evaluation
         best_val = task.evaluate(predict(val), val.table)
-        best_state = copy.deepcopy(model.state_dict())
+        best_test = task.evaluate(predict(test), test.table)
         stopper.best_step = step
-    model.load_state_dict(best_state)
-    test_metrics = task.evaluate(predict(test), test.table)
+    else:
+        model.load_state_dict(best_state)
+    test_metrics = best_test
     return FinetuneResult(
         task=task_name, mode=config.mode, metric=metric,
         val={k: float(v) for k, v in best_val.items()},

@@ -1,7 +1,69 @@
-"""``relcore finetune`` (wired to :mod:`relcore.finetune`)."""
+"""``relcore finetune DATASET --task NAME --mode B|P|PF [--checkpoint PATH]``."""
 
 from __future__ import annotations
 
+import argparse
+
+import torch
+
+from relcore.errors import RelcoreError
+
+
+def _fanouts(text: str) -> tuple[int, ...] | int:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --fanouts '{text}'") from exc
+    return values[0] if len(values) == 1 else values
+
 
 def add_parser(sub, add_dataset_args) -> None:
-    """Registered once relcore.finetune lands."""
+    p = sub.add_parser("finetune", help="train a task model in regime B, P or PF")
+    add_dataset_args(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--mode", required=True, choices=["B", "P", "PF"])
+    p.add_argument("--checkpoint", help="pretrained backbone.pt (P and PF)")
+    p.add_argument("--backbone", default="resnet", choices=["linear", "resnet"], help="for mode B")
+    p.add_argument("--layers", type=int, default=2, help="for mode B")
+    p.add_argument("--aggr", default="sum", choices=["sum", "mean"], help="for mode B")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--fanouts", type=_fanouts, default=128, help="per hop, e.g. 128 or 128,64")
+    p.add_argument("--loss", default="mse", choices=["mse", "l1"], help="regression loss")
+    p.add_argument("--time-limit", type=float, default=2 * 3600.0, help="seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.set_defaults(run=run, render=render)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from relcore.cli import spec_from_args
+    from relcore.data import load_dataset, load_task
+    from relcore.finetune import FinetuneConfig, finetune
+    from relcore.graph import build_graph
+    from relcore.models import BackboneConfig
+
+    if args.max_steps < 1:
+        raise RelcoreError("--max-steps must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = spec_from_args(args)
+    dataset = load_dataset(spec)
+    task = load_task(spec, dataset, args.task)  # before get_db: some tasks alter the database
+    graph = build_graph(dataset.get_db())
+    config = FinetuneConfig(mode=args.mode, lr=args.lr, batch_size=args.batch_size,
+                            max_steps=args.max_steps, eval_every=args.eval_every,
+                            fanouts=args.fanouts, regression_loss=args.loss,
+                            time_limit_s=args.time_limit, seed=args.seed)
+    backbone = BackboneConfig(table_model=args.backbone, layers=args.layers, aggr=args.aggr)
+    result = finetune(graph, task, args.task, config, backbone_config=backbone, checkpoint=args.checkpoint)
+    return result.summary()
+
+
+def render(result: dict) -> str:
+    fmt = lambda d: ", ".join(f"{k} {v:.4f}" for k, v in d.items())  # noqa: E731
+    return (f"{result['task']} {result['mode']}: best step {result['best_step']} of {result['steps']} "
+            f"({result['seconds']:.1f}s, stopped: {result['stop_reason']})\n"
+            f"  val:  {fmt(result['val'])}\n  test: {fmt(result['test'])}")

@@ -147,8 +147,8 @@ def pretrain(
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         optimizer.step()
-        metrics = {"step": step, "train/loss": float(losses.total),
-                   **{f"train/{k}": float(v) for k, v in losses.terms.items()}}
+        metrics = {"step": step, **{f"train/{k}": v for k, v in losses.as_dict().items()
+                                    if k in ("loss", *TERMS)}}
 
         improved_ckpt = None
         if step % config.eval_every == 0 or step == config.max_steps:
@@ -194,15 +194,15 @@ def evaluate(model: ContrastiveStep, val_set: list[tuple[HeteroData, HeteroData]
     evaluation of the same model gives the same number.
     """
     model.eval()
-    totals = {"loss": 0.0, **{t: 0.0 for t in TERMS}}
+    rows = []
     with torch.random.fork_rng():
         torch.manual_seed(0)
         for clean, corrupted in val_set:
-            losses = model(clean, corrupted)
-            totals["loss"] += float(losses.total)
-            for k, v in losses.terms.items():
-                totals[k] += float(v)
-    return {k: v / len(val_set) for k, v in totals.items()}
+            d = model(clean, corrupted).as_dict()
+            rows.append([d[k] for k in ("loss", *TERMS)])
+    # A term can be absent from a subgraph (NaN): average over those that have it.
+    means = torch.tensor(rows, dtype=torch.float64).nanmean(dim=0)
+    return {k: float(v) for k, v in zip(("loss", *TERMS), means)}
 
 
 def _save(backbone: RDLBackbone, path: str | None, graph: RelGraph, config: PretrainConfig,

@@ -1,7 +1,59 @@
-"""``relcore pretrain`` (wired to :mod:`relcore.pretrain`)."""
+"""``relcore pretrain DATASET --backbone ... --layers ... --aggr ... --corruption P --out DIR``."""
 
 from __future__ import annotations
 
+import argparse
+
+import torch
+
+from relcore.errors import RelcoreError
+
 
 def add_parser(sub, add_dataset_args) -> None:
-    """Registered once relcore.pretrain lands."""
+    p = sub.add_parser("pretrain", help="contrastive pretraining of a backbone (no labels)")
+    add_dataset_args(p)
+    p.add_argument("--backbone", default="linear", choices=["linear", "resnet"])
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--aggr", default="sum", choices=["sum", "mean"])
+    p.add_argument("--corruption", type=float, default=0.2)
+    p.add_argument("--corruption-mode", default="marginal", choices=["marginal", "uniform-unique"])
+    p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--time-limit", type=float, default=4 * 3600.0, help="seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.add_argument("--out", required=True, help="folder for backbone.pt and history.json")
+    p.set_defaults(run=run, render=render)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from relcore.cli import spec_from_args
+    from relcore.data import load_dataset
+    from relcore.graph import build_graph
+    from relcore.models import BackboneConfig
+    from relcore.pretrain import PretrainConfig, pretrain
+
+    if not 0.0 < args.corruption < 1.0:
+        raise RelcoreError(f"--corruption must lie in (0, 1), got {args.corruption}")
+    if args.max_steps < 1:
+        raise RelcoreError("--max-steps must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backbone = BackboneConfig(table_model=args.backbone, layers=args.layers, aggr=args.aggr)
+    config = PretrainConfig(corruption=args.corruption, corruption_mode=args.corruption_mode,
+                            max_steps=args.max_steps, eval_every=args.eval_every,
+                            time_limit_s=args.time_limit, seed=args.seed)
+    dataset = load_dataset(spec_from_args(args))
+    graph = build_graph(dataset.get_db())
+    cutoff = getattr(dataset, "val_timestamp", None)
+    max_time = int(cutoff.timestamp()) if cutoff is not None else None
+    return pretrain(graph, backbone, config, max_time=max_time, out_dir=args.out).summary()
+
+
+def render(result: dict) -> str:
+    i, f = result["initial"], result["final"]
+    return (f"{result['steps']} steps in {result['seconds']:.1f}s ({result['steps_per_second']:.2f}/s), "
+            f"stopped: {result['stop_reason']}\n"
+            + "\n".join(f"  {k}: {i[k]:.3f} -> {f[k]:.3f}" for k in ("loss", "row", "link", "context"))
+            + f"\n  best val loss {result['best_val_loss']:.3f} at step {result['best_step']}; "
+              f"checkpoint {result['checkpoint']}")

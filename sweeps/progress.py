@@ -14,8 +14,7 @@ class ProgressLine(Callback):
         self.start = time.time()
         self.running: set[str] = set()
         self.done = self.failed = 0
-        self.best: tuple[float, str] | None = None
-        self.higher = False
+        self.best: dict[str, tuple[float, str]] = {}  # per task (pretraining: one entry)
         self._last: dict[str, dict] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -31,9 +30,11 @@ class ProgressLine(Callback):
         value = last.get("monitor_best", last.get("monitor"))
         if value is not None:
             value, higher = float(value), bool(last.get("monitor_higher"))
-            key = trial.config.get("trial", {}).get("key", trial.trial_id)
-            if self.best is None or (value > self.best[0] if higher else value < self.best[0]):
-                self.best, self.higher = (value, key), higher
+            cfg = trial.config.get("trial", {})
+            group, key = cfg.get("task", self.stage), cfg.get("key", trial.trial_id)
+            old = self.best.get(group)
+            if old is None or (value > old[0] if higher else value < old[0]):
+                self.best[group] = (value, key)
         self._print()
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -43,6 +44,6 @@ class ProgressLine(Callback):
 
     def _print(self) -> None:
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.start))
-        best = f", best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        best = "".join(f", best {g}: {v:.4f} ({k})" for g, (v, k) in sorted(self.best.items()))
         print(f"[{self.stage}] {self.done + self.failed}/{self.total} finished ({self.failed} failed), "
               f"{len(self.running)} running{best}, elapsed {elapsed}", file=sys.stderr, flush=True)

@@ -44,16 +44,22 @@ from relcore.sampling import HGSampler, TemporalNeighborSampler, build_csr
 REPO = Path(__file__).resolve().parents[2]
 
 
-def best_rate(fn: Callable[[int], object], iters: int, repeats: int) -> float:
-    """Calls per second: best of ``repeats`` rounds of ``iters`` calls (after a warm-up)."""
-    fn(0)
-    best = float("inf")
+def best_rates(fns: dict[str, Callable[[int], object]], iters: int, repeats: int) -> dict[str, float]:
+    """Calls per second of each function: best of ``repeats`` rounds of ``iters`` calls.
+
+    Rounds are interleaved across the functions (after one warm-up call each), so a
+    burst of load from other processes on this shared host hits all of them alike.
+    """
+    best = dict.fromkeys(fns, float("inf"))
+    for fn in fns.values():
+        fn(0)
     for r in range(repeats):
-        start = time.perf_counter()
-        for i in range(iters):
-            fn(r * iters + i)
-        best = min(best, time.perf_counter() - start)
-    return iters / best
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for i in range(iters):
+                fn(r * iters + i + 1)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: iters / t for name, t in best.items()}
 
 
 def load_graph(args) -> tuple[RelGraph, object, DatasetSpec]:
@@ -101,37 +107,48 @@ def bench_hg(graph: RelGraph, args, with_pyg: bool) -> None:
     print(f"\nHGSampling: {args.hg_samples}/type x {args.hg_iterations} iterations, batch {args.hg_batch}, "
           f"TensorFrame slicing included")
     sampler = HGSampler(graph, num_samples=args.hg_samples, iterations=args.hg_iterations)
-    ours = best_rate(lambda i: sampler.sample(args.hg_batch, generator=i), args.iters, args.repeats)
-    report(f"ours HGSampler (seed type {sampler.seed_type})", ours)
-    pruned = HGSampler(graph, num_samples=args.hg_samples, iterations=args.hg_iterations,
-                       max_time=args.hg_max_time) if args.hg_max_time is not None else None
-    if pruned is not None:
-        rate = best_rate(lambda i: pruned.sample(args.hg_batch, generator=i), args.iters, args.repeats)
-        report(f"ours HGSampler, max_time={args.hg_max_time}", rate)
-    if not with_pyg:
-        return
-    from torch_geometric.loader import HGTLoader
-    from torch_geometric.sampler import NodeSamplerInput
+    fns = {f"ours HGSampler (seed type {sampler.seed_type})": lambda i: sampler.sample(args.hg_batch, generator=i)}
+    if args.hg_max_time is not None:
+        pruned = HGSampler(graph, num_samples=args.hg_samples, iterations=args.hg_iterations,
+                           max_time=args.hg_max_time)
+        fns[f"ours HGSampler, max_time={args.hg_max_time}"] = lambda i: pruned.sample(args.hg_batch, generator=i)
+    if with_pyg:
+        from torch_geometric.loader import HGTLoader
+        from torch_geometric.sampler import NodeSamplerInput
 
-    data = pyg_view(graph)
-    loader = HGTLoader(data, num_samples={t: [args.hg_samples] * args.hg_iterations for t in graph.node_types},
-                       input_nodes=(sampler.seed_type, None), batch_size=args.hg_batch, shuffle=True)
-    it = iter(loader)
-    full = best_rate(lambda i: next(it), args.iters, args.repeats)
-    report("PyG HGTLoader (torch_sparse hgt_sample + filter, tf incl.)", full)
-    n = graph.num_nodes(sampler.seed_type)
-    bare = best_rate(lambda i: loader.node_sampler.sample_from_nodes(NodeSamplerInput(
-        input_id=None, node=torch.randperm(n)[:args.hg_batch], input_type=sampler.seed_type)),
-        args.iters, args.repeats)
-    report("PyG hgt_sample alone (no features)", bare)
-    print(f"  ratio ours/PyG: {ours / full:.2f}x vs HGTLoader, {ours / bare:.2f}x vs bare hgt_sample")
+        loader = HGTLoader(pyg_view(graph), input_nodes=(sampler.seed_type, None), batch_size=args.hg_batch,
+                           num_samples={t: [args.hg_samples] * args.hg_iterations for t in graph.node_types},
+                           shuffle=True)
+        n = graph.num_nodes(sampler.seed_type)
+        fns["PyG HGTLoader (torch_sparse hgt_sample + filter, tf incl.)"] = cycling(loader)
+        fns["PyG hgt_sample alone (no features)"] = lambda i: loader.node_sampler.sample_from_nodes(
+            NodeSamplerInput(input_id=None, node=torch.randperm(n)[:args.hg_batch], input_type=sampler.seed_type))
+    rates = best_rates(fns, args.iters, args.repeats)
+    for name, rate in rates.items():
+        report(name, rate)
+    if with_pyg:
+        ours, full, bare = rates[next(iter(fns))], *list(rates.values())[-2:]
+        print(f"  ratio ours/PyG: {ours / full:.2f}x vs HGTLoader, {ours / bare:.2f}x vs bare hgt_sample")
+
+
+def cycling(loader) -> Callable[[int], object]:
+    """``next`` over a loader, restarting it when exhausted."""
+    state = {"it": iter(loader)}
+
+    def call(_: int):
+        try:
+            return next(state["it"])
+        except StopIteration:
+            state["it"] = iter(loader)
+            return next(state["it"])
+
+    return call
 
 
 def bench_temporal(graph: RelGraph, spec, dataset, args, with_pyg: bool) -> None:
     seed_type, ids, times, task_name = temporal_seeds(spec, dataset, args.task)
     bs = args.temporal_batch
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(ids))
+    order = np.random.default_rng(0).permutation(len(ids))
     num_batches = max(len(ids) // bs, 1)
 
     def batch_of(i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,38 +159,27 @@ def bench_temporal(graph: RelGraph, spec, dataset, args, with_pyg: bool) -> None
           f"batch {bs}, TensorFrame slicing included")
     for fanouts in ([128, 128], [128, 64]):
         sampler = TemporalNeighborSampler(graph, fanouts)
-        sizes = sum(sampler.sample(seed_type, *batch_of(0), generator=0)[t].num_nodes for t in graph.node_types)
+        size = sum(sampler.sample(seed_type, *batch_of(0), generator=0)[t].num_nodes for t in graph.node_types)
+        fns = {f"ours temporal {fanouts} (disjoint, ~{size:,} nodes/batch)":
+               lambda i, s=sampler: s.sample(seed_type, *batch_of(i), generator=i)}
+        if with_pyg:
+            from torch_geometric.loader import NeighborLoader
+            from torch_geometric.sampler import NodeSamplerInput
 
-        def ours_call(i: int):
-            return sampler.sample(seed_type, *batch_of(i), generator=i)
-
-        ours = best_rate(ours_call, args.iters, args.repeats)
-        report(f"ours temporal {fanouts} (disjoint, ~{sizes:,} nodes/batch)", ours, bs, "batches/s")
-        if not with_pyg:
-            continue
-        from torch_geometric.loader import NeighborLoader
-        from torch_geometric.sampler import NodeSamplerInput
-
-        loader = NeighborLoader(pyg_view(graph), num_neighbors=fanouts, input_nodes=(seed_type, torch.from_numpy(ids)),
-                                batch_size=bs, shuffle=True)
-        it = iter(loader)
-
-        def pyg_call(i: int):
-            nonlocal it
-            try:
-                return next(it)
-            except StopIteration:
-                it = iter(loader)
-                return next(it)
-
-        pyg_sizes = sum(next(iter(loader))[t].num_nodes for t in graph.node_types)
-        full = best_rate(pyg_call, args.iters, args.repeats)
-        report(f"PyG NeighborLoader {fanouts} NON-temporal (~{pyg_sizes:,} nodes)", full, bs, "batches/s")
-        bare = best_rate(lambda i: loader.node_sampler.sample_from_nodes(NodeSamplerInput(
-            input_id=None, node=batch_of(i)[0], input_type=seed_type)), args.iters, args.repeats)
-        report("PyG hetero_neighbor_sample alone (no features)", bare, bs, "batches/s")
-        print(f"  ratio ours/PyG: {ours / full:.2f}x vs NeighborLoader, {ours / bare:.2f}x vs bare sampler "
-              f"(PyG's is non-temporal, non-disjoint: temporal needs pyg-lib)")
+            loader = NeighborLoader(pyg_view(graph), num_neighbors=fanouts, batch_size=bs, shuffle=True,
+                                    input_nodes=(seed_type, torch.from_numpy(ids)))
+            pyg_size = sum(next(iter(loader))[t].num_nodes for t in graph.node_types)
+            fns[f"PyG NeighborLoader {fanouts} NON-temporal (~{pyg_size:,} nodes)"] = cycling(loader)
+            fns["PyG hetero_neighbor_sample alone (no features)"] = (
+                lambda i, ld=loader: ld.node_sampler.sample_from_nodes(
+                    NodeSamplerInput(input_id=None, node=batch_of(i)[0], input_type=seed_type)))
+        rates = best_rates(fns, args.iters, args.repeats)
+        for name, rate in rates.items():
+            report(name, rate, bs, "batches/s")
+        if with_pyg:
+            ours, full, bare = rates[next(iter(fns))], *list(rates.values())[-2:]
+            print(f"  ratio ours/PyG: {ours / full:.2f}x vs NeighborLoader, {ours / bare:.2f}x vs bare sampler "
+                  f"(PyG's runs non-temporal, non-disjoint: temporal needs pyg-lib)")
 
 
 def main(argv: list[str] | None = None) -> None:
