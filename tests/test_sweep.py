@@ -1,0 +1,165 @@
+"""The main job as users run it: a real local Ray, a real SQLite MLflow store, the
+synthetic database, ``python sweeps/run_grid.py`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_GRID = str(REPO / "sweeps" / "run_grid.py")
+QUICK_TRIALS = {"pretrain": 2, "finetune": 12}  # 2 pretrain; 2 tasks x (2 B + 2 P + 2 PF)
+
+
+def sweep_cmd(tmp: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, RUN_GRID, "--cluster", "local", "--num-cpus", "2", "--dataset", "synthetic",
+            "--preset", "quick", "--name", name, "--storage", str(tmp / "ray"),
+            "--mlflow-uri", f"sqlite:///{tmp / 'mlruns.db'}", *extra]
+
+
+def run_sweep(tmp: Path, name: str, *extra: str, env: dict | None = None, timeout: int = 600):
+    return subprocess.run(sweep_cmd(tmp, name, *extra), cwd=tmp, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def runs_of(tmp: Path, name: str):
+    client = MlflowClient(f"sqlite:///{tmp / 'mlruns.db'}")
+    exp = client.get_experiment_by_name(name)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def trial_runs(runs, stage):
+    return [r for r in runs if r.data.tags.get("kind") == "trial" and r.data.tags.get("stage") == stage]
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(tmp_path_factory):
+    """One quick sweep with a fine-tuning trial made to fail (and not retried)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    failing = "customer-churn-B-linear-L2-mean-s0"
+    out = run_sweep(tmp, "quick", "--max-failures", "0", env={"RELCORE_SWEEP_FAIL_KEY": failing})
+    return tmp, out, failing
+
+
+def test_quick_preset_end_to_end(quick_sweep):
+    tmp, out, failing = quick_sweep
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "started local Ray" in out.stdout
+    client, runs = runs_of(tmp, "quick")
+    for stage, n in QUICK_TRIALS.items():
+        assert len(trial_runs(runs, stage)) == n
+        parents = [r for r in runs if r.data.tags.get("kind") == "stage" and r.data.tags.get("stage") == stage]
+        assert len(parents) == 1
+        assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trial_runs(runs, stage))
+    pre = trial_runs(runs, "pretrain")[0]
+    assert pre.data.params["backbone.table_model"] == "linear" and "stop_reason" in pre.data.tags
+    assert [a.path for a in client.list_artifacts(pre.info.run_id, "checkpoint")] == ["checkpoint/backbone.pt"]
+    assert len(client.get_metric_history(pre.info.run_id, "val/loss")) >= 2  # a history, not one value
+
+    summary = [r for r in runs if r.data.tags.get("kind") == "summary"]
+    assert len(summary) == 1
+    metrics = summary[0].data.metrics
+    for regime in ("B", "P", "PF"):
+        assert f"customer-churn.linear.{regime}.test.roc_auc_mean" in metrics
+        assert f"customer-rating.linear.{regime}.val.mae_std" in metrics
+    arts = {a.path for a in client.list_artifacts(summary[0].info.run_id)}
+    assert {"results.csv", "results.md", "regimes.png", "pretrain_loss.png", "training_time.png"} <= arts
+    local = client.download_artifacts(summary[0].info.run_id, "results.csv", str(tmp))
+    results = pd.read_csv(local)
+    assert list(results.columns) == ["dataset", "task", "backbone", "regime", "split", "metric", "mean", "std", "n"]
+    churn_b = results[(results.task == "customer-churn") & (results.regime == "B") & (results.metric == "roc_auc")]
+    assert set(churn_b["n"]) == {1}  # the failed B trial is not aggregated
+    assert metrics["sweep.wall_s"] > 0 and 0 <= metrics["sweep.overhead_share"] < 1
+
+
+def test_failing_trial_is_marked_failed_and_sweep_goes_on(quick_sweep):
+    tmp, out, failing = quick_sweep
+    _, runs = runs_of(tmp, "quick")
+    ft = trial_runs(runs, "finetune")
+    failed = [r for r in ft if r.info.status == "FAILED"]
+    assert [r.data.tags["trial_key"] for r in failed] == [failing]
+    assert "injected failure" in failed[0].data.tags["error"]
+    assert sum(r.info.status == "FINISHED" for r in ft) == QUICK_TRIALS["finetune"] - 1
+
+
+def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
+    cmd = sweep_cmd(tmp_path, "killed")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    db = tmp_path / "mlruns.db"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # wait until fine-tuning trials are being logged
+            time.sleep(2)
+            if db.exists():
+                try:
+                    _, runs = runs_of(tmp_path, "killed")
+                except Exception:
+                    continue
+                if len(trial_runs(runs, "finetune")) >= 2:
+                    break
+        else:
+            pytest.fail("sweep never reached fine-tuning")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, like a machine loss
+        proc.wait()
+    _, runs = runs_of(tmp_path, "killed")
+    assert "summary" not in {r.data.tags.get("kind") for r in runs}
+
+    out = run_sweep(tmp_path, "killed", "--resume")
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, runs = runs_of(tmp_path, "killed")
+    for stage, n in QUICK_TRIALS.items():
+        keys = Counter(r.data.tags["trial_key"] for r in trial_runs(runs, stage))
+        assert len(keys) == n and set(keys.values()) == {1}, keys
+        assert all(r.info.status == "FINISHED" for r in trial_runs(runs, stage))
+    assert sum(r.data.tags.get("kind") == "summary" for r in runs) == 1
+
+
+def test_existing_sweep_needs_resume(quick_sweep):
+    tmp, _, _ = quick_sweep
+    out = run_sweep(tmp, "quick")
+    assert out.returncode == 2 and "--resume" in out.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--tasks", "customer-nope"], "unknown task 'customer-nope'"),
+    (["--layers", ""], "grid axis 'layers' is empty"),
+    (["--layers", "4"], "bad layers value(s) [4]"),
+    (["--corruption", "1.5"], "corruption must lie in (0, 1)"),
+    (["--aggr", "max"], "bad aggr value(s) ['max']"),
+    (["--dataset", "rel-nope"], "unknown dataset 'rel-nope'"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--cluster", "127.0.0.1:9"], "unreachable"),
+])
+def test_bad_input_refused_before_any_trial(tmp_path, monkeypatch, capsys, args, needle):
+    from sweeps.run_grid import main  # in-process: same entry point, no interpreter start-up
+
+    monkeypatch.chdir(tmp_path)
+    assert main(sweep_cmd(tmp_path, "bad", *args)[2:]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("run_grid: error:") and needle in last, last
+    assert not (tmp_path / "mlruns.db").exists()  # nothing was logged
+    assert not list((tmp_path / "ray").glob("bad-*"))  # no trial started
+
+
+def test_unwritable_storage(tmp_path, monkeypatch, capsys):
+    from sweeps.run_grid import main
+
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = sweep_cmd(tmp_path, "bad")[2:-4] + ["--storage", str(blocker / "sub"),
+                                               "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"]
+    assert main(argv) == 2
+    assert "not writable" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "m.db").exists()
