@@ -37,3 +37,17 @@ def f1_graph(f1_dataset, cache_root):
     from relcore.graph import build_graph
 
     return build_graph(f1_dataset.get_db(), cache_root=cache_root)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset():
+    from relcore.data import load_dataset
+
+    return load_dataset("synthetic")
+
+
+@pytest.fixture(scope="session")
+def synthetic_graph(synthetic_dataset, cache_root):
+    from relcore.graph import build_graph
+
+    return build_graph(synthetic_dataset.get_db(), cache_root=cache_root)

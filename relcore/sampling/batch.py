@@ -37,7 +37,7 @@ def make_batch(
         out.tf = slice_tensor_frame(store.tf, n_id)
         out.num_nodes = len(n_id)
         if "time" in store:
-            out.time = store.time[n_id]
+            out.time = store.time.index_select(0, n_id)
         for name, value in (node_attrs or {}).get(node_type, {}).items():
             out[name] = value
     for et in data.edge_types:
@@ -52,7 +52,8 @@ def slice_tensor_frame(tf: TensorFrame, index: torch.Tensor) -> TensorFrame:
     """``tf[index]`` (same result), via ``index_select``.
 
     TensorFrame's ``__getitem__`` uses advanced indexing (``x[index]``), several
-    times slower than ``index_select`` on CPU; rows are the bulk of a batch's cost.
+    times slower than ``index_select`` on CPU, and copying rows is a large share of
+    a batch's cost.
     """
     feat_dict = {st: _rows(x, index) for st, x in tf.feat_dict.items()}
     y = None if tf.y is None else _rows(tf.y, index)

@@ -92,7 +92,7 @@ class CSR:
             return ((self.rowptr[rows + 1] > start) & (first <= times)).astype(np.int64)
         if self._keys is not None:
             rel = np.clip(times - self._tmin, -1, self._stride - 2)
-            end = np.searchsorted(self._keys, rows * self._stride + rel, side="right")
+            end = _searchsorted(self._keys, rows * self._stride + rel)
             return end - self.rowptr[rows]
         return self._bisect(rows, times) - self.rowptr[rows]
 
@@ -105,6 +105,25 @@ class CSR:
             lo = np.where(go_right, mid + 1, lo)
             hi = np.where(active & ~go_right, mid, hi)
         return lo
+
+
+#: Above this many queries into a large index, sort them first (see _searchsorted).
+_SORT_QUERIES_MIN = 4096
+
+
+def _searchsorted(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(keys, queries, side="right")``, sorting large query sets first.
+
+    numpy narrows each search from the previous one when queries ascend, so sorted
+    queries walk the index nearly sequentially instead of missing cache (and TLB) on
+    every probe: several times faster into a multi-million-entry index.
+    """
+    if len(queries) < _SORT_QUERIES_MIN or len(keys) < 65536:
+        return np.searchsorted(keys, queries, side="right")
+    order = np.argsort(queries)
+    out = np.empty(len(queries), dtype=np.int64)
+    out[order] = np.searchsorted(keys, queries[order], side="right")
+    return out
 
 
 def csr_from_edges(

@@ -7,6 +7,8 @@ temporal_strategy="uniform")``, vectorised in numpy over the time-sorted CSR of
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +32,11 @@ class _TypeState:
     keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # sorted
     key_local: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
-    def add(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def add(self, keys: np.ndarray, final: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Local indices of ``keys = seed * num_rows + row``, creating unseen ones.
 
-        Returns ``(local index per key, local indices of the new nodes)``.
+        Returns ``(local index per key, local indices of the new nodes)``. ``final``:
+        no later lookups, so the sorted key index is not updated.
         """
         local = np.empty(len(keys), dtype=np.int64)
         pos = np.searchsorted(self.keys, keys)
@@ -46,6 +49,8 @@ class _TypeState:
         self.count += len(new_keys)
         self.ids.append(new_keys % self.num_rows)
         self.seeds.append(new_keys // self.num_rows)
+        if final:
+            return local, new_local
         merged = np.concatenate([self.keys, new_keys])
         order = np.argsort(merged, kind="stable")
         self.keys = merged[order]
@@ -87,8 +92,8 @@ class TemporalNeighborSampler:
         num_layers: number of hops when ``fanouts`` is an int.
     """
 
-    def __init__(self, graph: RelGraph, fanouts: list[int] | int, num_layers: int | None = None) -> None:
-        if isinstance(fanouts, int):
+    def __init__(self, graph: RelGraph, fanouts: Sequence[int] | int, num_layers: int | None = None) -> None:
+        if isinstance(fanouts, numbers.Integral):
             if num_layers is None:
                 raise ValueError("an int fanout needs num_layers")
             fanouts = [fanouts] * num_layers
@@ -115,25 +120,30 @@ class TemporalNeighborSampler:
         seeds = _as_numpy(seed_ids).reshape(-1)
         times = np.array(np.broadcast_to(_as_numpy(seed_times), seeds.shape))
         num_seeds = len(seeds)
+        if num_seeds and (seeds.min() < 0 or seeds.max() >= self.num_nodes[seed_type]):
+            raise ValueError(f"seed_ids out of range for '{seed_type}'")
 
         state = {t: _TypeState(max(n, 1)) for t, n in self.num_nodes.items()}
         _, seed_local = state[seed_type].add(np.arange(num_seeds, dtype=np.int64) * state[seed_type].num_rows + seeds)
         edges: dict[EdgeType, list[tuple[np.ndarray, np.ndarray]]] = {et: [] for et in self.data.edge_types}
         # frontier: type -> (local index, row id, seed index)
         frontier = {seed_type: (seed_local, seeds, np.arange(num_seeds, dtype=np.int64))}
-        for fanout in self.fanouts:
-            frontier = self._hop(frontier, fanout, times, state, edges, rng)
+        for hop, fanout in enumerate(self.fanouts):
+            final = hop == len(self.fanouts) - 1
+            frontier = self._hop(frontier, fanout, times, state, edges, rng, final)
 
         node_ids = {t: _cat(s.ids) for t, s in state.items()}
         seed_index = {t: _cat(s.seeds) for t, s in state.items()}
         times_t = torch.from_numpy(times)
-        attrs = {t: {"batch": torch.from_numpy(b), "seed_time": times_t[torch.from_numpy(b)]}
-                 for t, b in seed_index.items()}
+        attrs = {}
+        for t, b in seed_index.items():
+            b = torch.from_numpy(b)
+            attrs[t] = {"batch": b, "seed_time": times_t.index_select(0, b)}
         edge_out = {et: (_cat([s for s, _ in parts]), _cat([d for _, d in parts])) for et, parts in edges.items()}
         return make_batch(self.data, node_ids, edge_out, seed_type, num_seeds, attrs)
 
     def _hop(self, frontier, fanout: int, times: np.ndarray, state: dict[str, _TypeState],
-             edges: dict, rng: np.random.Generator) -> dict:
+             edges: dict, rng: np.random.Generator, final: bool) -> dict:
         """Sample one hop for every frontier type; return the next frontier."""
         drawn: dict[str, list[tuple[EdgeType, np.ndarray, np.ndarray, np.ndarray]]] = {}
         for dst_type, (local, rows, seed) in frontier.items():
@@ -148,7 +158,7 @@ class TemporalNeighborSampler:
         for src_type, parts in drawn.items():
             st = state[src_type]
             keys = np.concatenate([seed * st.num_rows + src for _, src, seed, _ in parts])
-            src_local, new_local = st.add(keys)
+            src_local, new_local = st.add(keys, final)
             if len(new_local):
                 next_frontier[src_type] = (new_local, st.ids[-1], st.seeds[-1])
             start = 0
