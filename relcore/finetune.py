@@ -163,8 +163,12 @@ def finetune(
     backbone_config: BackboneConfig | None = None,
     checkpoint: str | None = None,
     callback: Callback | None = None,
+    _model_out: dict | None = None,
 ) -> FinetuneResult:
-    """Train a task model in ``config.mode``; return val/test metrics of the best state."""
+    """Train a task model in ``config.mode``; return val/test metrics of the best state.
+
+    ``_model_out`` (tests) receives the trained model under ``"model"``.
+    """
     if task.task_type not in SUPPORTED:
         raise RelcoreError(f"task '{task_name}' is {task.task_type.value}: not supported yet")
     seed_everything(config.seed)
@@ -218,7 +222,7 @@ def finetune(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        metrics = {"step": step, "train/loss": float(loss)}
+        metrics = {"step": step, "train/loss": float(loss.detach())}
 
         if step % config.eval_every == 0 or step == config.max_steps:
             val_metrics = task.evaluate(predict(val), val.table)
@@ -251,6 +255,8 @@ def finetune(
     else:
         model.load_state_dict(best_state)
     test_metrics = best_test
+    if _model_out is not None:
+        _model_out["model"] = model
     return FinetuneResult(
         task=task_name, mode=config.mode, metric=metric,
         val={k: float(v) for k, v in best_val.items()},

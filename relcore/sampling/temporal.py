@@ -128,9 +128,18 @@ class TemporalNeighborSampler:
         edges: dict[EdgeType, list[tuple[np.ndarray, np.ndarray]]] = {et: [] for et in self.data.edge_types}
         # frontier: type -> (local index, row id, seed index)
         frontier = {seed_type: (seed_local, seeds, np.arange(num_seeds, dtype=np.int64))}
+        # Per-hop counts (PyG's num_sampled_nodes / num_sampled_edges): nodes are laid
+        # out hop by hop and edges of hop h all point into nodes of hop h, so a model
+        # can trim every layer to the nodes whose outputs are still needed.
+        node_counts = {t: [s.count] for t, s in state.items()}
+        edge_counts: dict[EdgeType, list[int]] = {et: [] for et in edges}
         for hop, fanout in enumerate(self.fanouts):
             final = hop == len(self.fanouts) - 1
             frontier = self._hop(frontier, fanout, times, state, edges, rng, final)
+            for t, st in state.items():
+                node_counts[t].append(st.count)
+            for et, parts in edges.items():
+                edge_counts[et].append(sum(len(d) for _, d in parts))
 
         node_ids = {t: _cat(s.ids) for t, s in state.items()}
         seed_index = {t: _cat(s.seeds) for t, s in state.items()}
@@ -140,7 +149,12 @@ class TemporalNeighborSampler:
             b = torch.from_numpy(b)
             attrs[t] = {"batch": b, "seed_time": times_t.index_select(0, b)}
         edge_out = {et: (_cat([s for s, _ in parts]), _cat([d for _, d in parts])) for et, parts in edges.items()}
-        return make_batch(self.data, node_ids, edge_out, seed_type, num_seeds, attrs)
+        batch = make_batch(self.data, node_ids, edge_out, seed_type, num_seeds, attrs)
+        for t, counts in node_counts.items():
+            batch[t].num_sampled_nodes = np.diff(counts, prepend=0).tolist()
+        for et, counts in edge_counts.items():
+            batch[et].num_sampled_edges = np.diff(counts, prepend=0).tolist()
+        return batch
 
     def _hop(self, frontier, fanout: int, times: np.ndarray, state: dict[str, _TypeState],
              edges: dict, rng: np.random.Generator, final: bool) -> dict:

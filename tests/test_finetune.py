@@ -1,0 +1,139 @@
+"""Fine-tuning B / P / PF: regimes, leakage, learning, and the CLI's bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from relcore.data import DatasetSpec, load_task
+from relcore.errors import RelcoreError
+from relcore.finetune import FinetuneConfig, TaskModel, finetune, freeze_for_mode
+from relcore.models import BackboneConfig
+from relcore.pretrain import PretrainConfig, pretrain
+
+SPEC = DatasetSpec("synthetic")
+FAST = dict(batch_size=128, max_steps=60, eval_every=20, patience=5, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def churn(synthetic_dataset):
+    return load_task(SPEC, synthetic_dataset, "customer-churn")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synthetic_dataset, synthetic_graph, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    result = pretrain(synthetic_graph, BackboneConfig(table_model="linear"),
+                      PretrainConfig(max_steps=20, eval_every=10, val_subgraphs=3),
+                      max_time=int(synthetic_dataset.val_timestamp.timestamp()), out_dir=out)
+    return result.checkpoint
+
+
+def test_graph_beats_row_only_baseline(synthetic_graph, churn):
+    """The label depends on what customers bought: neighbours must help.
+
+    The row-only baseline is the same model with fan-out 0: each seed sees its own row only.
+    """
+    bb = BackboneConfig(table_model="linear")
+    graph = finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(fanouts=(16, 16), **FAST), bb)
+    rows = finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(fanouts=(0, 0), **FAST), bb)
+    assert graph.val["roc_auc"] > rows.val["roc_auc"] + 0.1, (graph.val, rows.val)
+    assert graph.test["roc_auc"] > 0.7
+
+
+def test_frozen_backbone_is_bit_identical_after_P(synthetic_graph, churn, checkpoint):
+    seen = {}
+
+    def grab(step, metrics, ckpt):
+        return None
+
+    cfg = FinetuneConfig(mode="P", **{**FAST, "max_steps": 10, "eval_every": 5})
+    from relcore.finetune import make_backbone
+
+    before = make_backbone(synthetic_graph, "P", None, checkpoint).state_dict()
+    model = TaskModel(make_backbone(synthetic_graph, "P", None, checkpoint), "customers")
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    trainable = freeze_for_mode(model, "P")
+    assert trainable and all(p.requires_grad for p in model.head.parameters())
+    result = finetune(synthetic_graph, churn, "customer-churn", cfg, checkpoint=checkpoint,
+                      callback=grab, _model_out=seen)
+    after = seen["model"]
+    for name, tensor in before.items():
+        if not name.startswith("temporal."):
+            assert torch.equal(tensor, after.backbone.state_dict()[name]), name
+    assert any(not torch.equal(v, after.head.state_dict()[k]) for k, v in head_before.items())
+    assert result.steps == 10
+
+
+def test_PF_updates_the_backbone(synthetic_graph, churn, checkpoint):
+    seen = {}
+    cfg = FinetuneConfig(mode="PF", **{**FAST, "max_steps": 5, "eval_every": 5})
+    from relcore.finetune import make_backbone
+
+    before = make_backbone(synthetic_graph, "PF", None, checkpoint).state_dict()
+    finetune(synthetic_graph, churn, "customer-churn", cfg, checkpoint=checkpoint, _model_out=seen)
+    changed = [k for k, v in before.items() if not torch.equal(v, seen["model"].backbone.state_dict()[k])]
+    assert any(k.startswith("gnn.") for k in changed) and any(k.startswith("table_models.") for k in changed)
+
+
+def test_regression_task_and_metrics(synthetic_dataset, synthetic_graph):
+    task = load_task(SPEC, synthetic_dataset, "customer-rating")
+    result = finetune(synthetic_graph, task, "customer-rating",
+                      FinetuneConfig(fanouts=(16, 16), **FAST), BackboneConfig())
+    assert result.metric == "mae" and {"mae", "rmse", "r2"} <= set(result.test)
+    # better than predicting the training mean
+    train = task.get_table("train").df[task.target_col]
+    val = task.get_table("val").df[task.target_col]
+    assert result.val["mae"] < (val - train.mean()).abs().mean()
+
+
+def test_mode_errors(synthetic_graph, churn, checkpoint):
+    with pytest.raises(RelcoreError, match="needs a pretrained --checkpoint"):
+        finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(mode="PF"))
+    with pytest.raises(RelcoreError, match="mode B trains from scratch"):
+        finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(mode="B"), checkpoint=checkpoint)
+    with pytest.raises(RelcoreError, match="mode must be one of"):
+        FinetuneConfig(mode="X")
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "relcore", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_finetune_json(checkpoint):
+    out = cli("finetune", "synthetic", "--task", "customer-churn", "--mode", "PF", "--checkpoint", checkpoint,
+              "--max-steps", "10", "--eval-every", "5", "--batch-size", "64", "--fanouts", "8,8", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["task"] == "customer-churn" and res["mode"] == "PF" and res["steps"] == 10
+    assert {"roc_auc", "average_precision"} <= set(res["val"]) and "roc_auc" in res["test"]
+    assert res["best_step"] in (5, 10) and res["seconds"] > 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--task", "nope", "--mode", "B"], "unknown task 'nope'"),
+    (["--task", "customer-churn", "--mode", "P"], "needs a pretrained --checkpoint"),
+    (["--task", "customer-churn", "--mode", "PF", "--checkpoint", "/nonexistent/backbone.pt"], "backbone.pt"),
+])
+def test_cli_finetune_bad_inputs(args, needle):
+    out = cli("finetune", "synthetic", *args, "--max-steps", "2")
+    assert out.returncode == 2, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("relcore finetune: error:") and needle in last, last
+
+
+def test_cli_checkpoint_from_another_schema(f1_raw_dir, checkpoint):
+    out = cli("finetune", "rel-f1", "--raw-dir", f1_raw_dir, "--task", "driver-dnf", "--mode", "P",
+              "--checkpoint", checkpoint, "--max-steps", "2")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and "relcore finetune: error:" in out.stderr.strip().splitlines()[-1]
+
+
+def test_cli_link_task_not_supported(f1_raw_dir):
+    out = cli("finetune", "rel-f1", "--raw-dir", f1_raw_dir, "--task", "driver-circuit-compete", "--mode", "B",
+              "--max-steps", "2")
+    assert out.returncode == 2 and "not supported yet" in out.stderr.strip().splitlines()[-1]
