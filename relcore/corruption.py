@@ -22,6 +22,7 @@ timestamp), ``MultiEmbeddingTensor`` (embeddings, text embeddings) and
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -147,6 +148,18 @@ def corrupt(tf: TensorFrame, table: str, p: float, pool: MarginalPool, mode: str
     out = TensorFrame(feat_dict=feat_dict, col_names_dict={st: list(c) for st, c in tf.col_names_dict.items()},
                       y=None if tf.y is None else tf.y.clone())
     return (out, masks) if return_mask else out
+
+
+def corrupt_batch(batch, p: float, pool: MarginalPool, mode: str = "marginal",
+                  generator: torch.Generator | None = None):
+    """The corrupted view of a mini-batch: a shallow copy of ``batch`` (a ``HeteroData``)
+    whose every ``batch[t].tf`` is :func:`corrupt`-ed; node ids, times and edges are
+    shared with ``batch``, which is left untouched."""
+    out = copy.copy(batch)
+    for t in batch.node_types:
+        if "tf" in batch[t]:
+            out[t].tf = corrupt(batch[t].tf, t, p, pool, mode=mode, generator=generator)
+    return out
 
 
 # -- drawing --------------------------------------------------------------------------

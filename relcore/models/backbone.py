@@ -69,9 +69,12 @@ class HeteroSAGE(HeteroGraphSAGE):
         + \textstyle\sum_i \mathbf{b}_{\psi_i}
 
     with :math:`\mathbf{a}_\psi` the sum/mean of the source embeddings along
-    :math:`\psi`. Same parameters (the ``SAGEConv`` modules hold them, so state dicts
-    match relbench's) and the same function, but ~6x fewer matrix products, which is
-    what a CPU step is made of. As in ``HeteroConv``, only edge types present in the
+    :math:`\psi`; when the source type has fewer rows than the destination, the
+    source rows are projected first (:math:`\mathbf{W}\mathbf{a}_\psi` = sum/mean of
+    :math:`\mathbf{W}\mathbf{x}_u`). Same parameters (the ``SAGEConv`` modules hold
+    them, so state dicts match relbench's) and the same function, but far fewer
+    matrix products and ~40% fewer FLOPs on rel-f1 batches, which is what a CPU step
+    is made of. As in ``HeteroConv``, only edge types present in the
     batch contribute, and a node type receiving no messages keeps its embedding
     (``HeteroConv`` would drop it from the output).
     """
@@ -91,18 +94,27 @@ class HeteroSAGE(HeteroGraphSAGE):
             out: dict[str, Tensor] = {}
             for dst, ets in incoming.items():
                 x_dst = x_dict[dst]
-                feats, weights = [], []
+                n_dst = x_dst.size(0)
+                feats, weights = [x_dst], []
                 bias: Tensor | int = 0
                 w_root: Tensor | int = 0
+                projected: Tensor | int = 0
                 for et in ets:
                     sage = conv.convs[et]
+                    x_src = x_dict[et[0]]
                     src_idx, dst_idx = edge_index_dict[et]
-                    feats.append(scatter(x_dict[et[0]].index_select(0, src_idx), dst_idx, dim=0,
-                                         dim_size=x_dst.size(0), reduce=self.aggr))
-                    weights.append(sage.lin_l.weight)
                     bias = bias + sage.lin_l.bias
                     w_root = w_root + sage.lin_r.weight
-                out[dst] = F.linear(torch.cat(feats + [x_dst], dim=1), torch.cat(weights + [w_root], dim=1), bias)
+                    if x_src.size(0) < n_dst:
+                        # W(sum|mean of x_u) = sum|mean of W x_u: project the fewer rows
+                        # (e.g. a race's vector once, not once per result row it reaches)
+                        msg = (x_src @ sage.lin_l.weight.T).index_select(0, src_idx)
+                        projected = projected + scatter(msg, dst_idx, dim=0, dim_size=n_dst, reduce=self.aggr)
+                    else:
+                        feats.append(scatter(x_src.index_select(0, src_idx), dst_idx, dim=0,
+                                             dim_size=n_dst, reduce=self.aggr))
+                        weights.append(sage.lin_l.weight)
+                out[dst] = F.linear(torch.cat(feats, dim=1), torch.cat([w_root] + weights, dim=1), bias) + projected
             x_dict = {t: norm_dict[t](out.get(t, x)).relu() for t, x in x_dict.items()}
         return x_dict
 

@@ -98,6 +98,16 @@ class GraphMeta:
             "time_node_types": list(self.time_node_types),
         }
 
+    def __post_init__(self) -> None:
+        types = set(self.node_types)
+        for name, tables in (("columns", self.col_names_dict), ("column statistics", self.col_stats)):
+            if set(tables) != types:
+                raise RelcoreError(f"graph meta data: {name} are given for {sorted(tables)}, "
+                                   f"not for the tables {sorted(types)}")
+        bad = [et for et in self.edge_types if et[0] not in types or et[2] not in types]
+        if bad or not set(self.time_node_types) <= types:
+            raise RelcoreError(f"graph meta data: edge types or timed tables name unknown tables: {bad}")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GraphMeta:
         try:
