@@ -120,8 +120,8 @@ class TaskModel(torch.nn.Module):
         self.head = MLPHead(backbone.channels)
         self.entity_table = entity_table
 
-    def forward(self, batch) -> torch.Tensor:
-        h = self.backbone(batch)[self.entity_table][: batch[self.entity_table].batch_size]
+    def forward(self, batch, row_cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        h = self.backbone(batch, row_cache)[self.entity_table][: batch[self.entity_table].batch_size]
         return self.head(h).squeeze(-1)
 
 
@@ -176,6 +176,11 @@ def finetune(
     model = TaskModel(make_backbone(graph, config.mode, backbone_config, checkpoint), task.entity_table)
     params = freeze_for_mode(model, config.mode)
     optimizer = torch.optim.Adam(params, lr=config.lr)
+    # A frozen backbone encodes every row identically in every batch: do it once.
+    row_cache = None
+    if config.mode == "P":
+        model.backbone.eval()
+        row_cache = model.backbone.encode_tables(graph.data)
     num_layers = model.backbone.config.layers
     sampler = TemporalNeighborSampler(graph, config.fanouts, num_layers=num_layers)
 
@@ -195,7 +200,7 @@ def finetune(
             for lo in range(0, len(split.ids), config.batch_size):
                 sl = slice(lo, lo + config.batch_size)
                 batch = sampler.sample(task.entity_table, split.ids[sl], split.times[sl], generator=eval_gen)
-                out.append(model(batch))
+                out.append(model(batch, row_cache))
         z = torch.cat(out) if out else torch.zeros(0)
         return (torch.sigmoid(z) if binary else z * y_std + y_mean).numpy()
 
@@ -218,7 +223,7 @@ def finetune(
         cursor += config.batch_size
         _train_mode(model, config.mode)
         batch = sampler.sample(task.entity_table, train.ids[idx], train.times[idx], generator=gen)
-        loss = loss_fn(model(batch), train.y[idx])
+        loss = loss_fn(model(batch, row_cache), train.y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

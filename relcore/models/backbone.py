@@ -85,16 +85,34 @@ class HeteroSAGE(HeteroGraphSAGE):
         self.aggr = aggr
 
     def forward(self, x_dict: dict[str, Tensor],  # type: ignore[override]
-                edge_index_dict: dict[EdgeType, Tensor]) -> dict[str, Tensor]:
+                edge_index_dict: dict[EdgeType, Tensor],
+                num_sampled_nodes_dict: dict[str, list[int]] | None = None,
+                num_sampled_edges_dict: dict[EdgeType, list[int]] | None = None) -> dict[str, Tensor]:
+        """Message passing; with per-hop counts (temporal batches), trimmed per layer.
+
+        Trimming (PyG's ``trim_to_layer`` idea, applied to destinations too): nodes
+        are laid out hop by hop and the edges of hop :math:`h` point into hop-:math:`h`
+        nodes, so layer :math:`l` of :math:`L` only computes outputs for hops
+        :math:`< L - l` from the edges of those hops. Seed outputs are unchanged
+        (checked by a test); hop-:math:`L` rows are never transformed at all.
+        """
         incoming: dict[str, list[EdgeType]] = {}
         for et in edge_index_dict:
             if et[0] in x_dict and et[2] in x_dict:
                 incoming.setdefault(et[2], []).append(et)
-        for conv, norm_dict in zip(self.convs, self.norms):
+        num_layers = len(self.convs)
+        for layer, (conv, norm_dict) in enumerate(zip(self.convs, self.norms)):
+            keep = num_layers - layer
+            if num_sampled_nodes_dict is not None:
+                n_keep = {t: sum(num_sampled_nodes_dict[t][:keep]) for t in x_dict}
+                edges = {et: ei[:, :sum(num_sampled_edges_dict[et][:keep])] for et, ei in edge_index_dict.items()}
+            else:
+                n_keep = {t: x.size(0) for t, x in x_dict.items()}
+                edges = edge_index_dict
             out: dict[str, Tensor] = {}
             for dst, ets in incoming.items():
-                x_dst = x_dict[dst]
-                n_dst = x_dst.size(0)
+                n_dst = n_keep[dst]
+                x_dst = x_dict[dst][:n_dst]
                 feats, weights = [x_dst], []
                 bias: Tensor | int = 0
                 w_root: Tensor | int = 0
@@ -102,7 +120,7 @@ class HeteroSAGE(HeteroGraphSAGE):
                 for et in ets:
                     sage = conv.convs[et]
                     x_src = x_dict[et[0]]
-                    src_idx, dst_idx = edge_index_dict[et]
+                    src_idx, dst_idx = edges[et]
                     bias = bias + sage.lin_l.bias
                     w_root = w_root + sage.lin_r.weight
                     if x_src.size(0) < n_dst:
@@ -115,7 +133,7 @@ class HeteroSAGE(HeteroGraphSAGE):
                                              dim_size=n_dst, reduce=self.aggr))
                         weights.append(sage.lin_l.weight)
                 out[dst] = F.linear(torch.cat(feats, dim=1), torch.cat([w_root] + weights, dim=1), bias) + projected
-            x_dict = {t: norm_dict[t](out.get(t, x)).relu() for t, x in x_dict.items()}
+            x_dict = {t: norm_dict[t](out[t] if t in out else x[:n_keep[t]]).relu() for t, x in x_dict.items()}
         return x_dict
 
     def forward_reference(self, x_dict: dict[str, Tensor],
@@ -170,20 +188,30 @@ class RDLBackbone(torch.nn.Module):
             self.temporal.reset_parameters()
         self.gnn.reset_parameters()
 
-    def encode_rows(self, batch: HeteroData) -> dict[str, Tensor]:
-        """Stages 1-2 (+ temporal encoding): ``{node_type: [num_nodes, d]}`` before message passing."""
+    def encode_rows(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Stages 1-2 (+ temporal encoding): ``{node_type: [num_nodes, d]}`` before message passing.
+
+        A batch whose ``tf`` holds each distinct row once carries ``row_index``
+        (node -> tf row): rows reached from many seeds are encoded once.
+        ``row_cache`` (a frozen backbone's :meth:`encode_table` outputs for whole
+        tables) replaces the table models by a look-up by ``n_id``.
+        """
         device = next(self.parameters()).device
         x_dict: dict[str, Tensor] = {}
         for t in batch.node_types:
             store = batch[t]
             if "tf" not in store:
                 continue
+            if row_cache is not None and t in row_cache:
+                x_dict[t] = row_cache[t].index_select(0, store.n_id)
+                continue
             tf = store.tf
             if len(tf) == 0:
                 # Several stype encoders (EmbeddingBag, einsum) reject 0 rows; nothing to encode anyway.
-                x_dict[t] = torch.zeros(0, self.channels, device=device)
+                x = torch.zeros(0, self.channels, device=device)
             else:
-                x_dict[t] = self.table_models[t](tf)
+                x = self.table_models[t](tf)
+            x_dict[t] = x.index_select(0, store.row_index) if "row_index" in store else x
 
         if self.temporal is not None:
             timed = [t for t in self.time_node_types
@@ -194,9 +222,29 @@ class RDLBackbone(torch.nn.Module):
                     x_dict[t] = x_dict[t] + rel[t]
         return x_dict
 
-    def forward(self, batch: HeteroData) -> dict[str, Tensor]:
-        x_dict = self.encode_rows(batch)
+    @torch.no_grad()
+    def encode_tables(self, data: HeteroData, chunk: int = 65_536) -> dict[str, Tensor]:
+        """Table-model outputs for every row of every table of a graph.
+
+        A frozen backbone (regime P, eval mode) maps a row to the same vector in
+        every batch, so fine-tuning encodes each table once and looks rows up.
+        """
+        out: dict[str, Tensor] = {}
+        for t in self.node_types:
+            tf = data[t].tf
+            parts = [self.table_models[t](tf[lo: lo + chunk]) for lo in range(0, len(tf), chunk)]
+            out[t] = torch.cat(parts) if parts else torch.zeros(0, self.channels)
+        return out
+
+    def forward(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        x_dict = self.encode_rows(batch, row_cache)
         edge_index_dict = {et: batch[et].edge_index for et in batch.edge_types
                            if et in self._edge_type_set and "edge_index" in batch[et]
                            and et[0] in x_dict and et[2] in x_dict}
-        return self.gnn(x_dict, edge_index_dict)
+        hops = all("num_sampled_nodes" in batch[t] for t in x_dict) and \
+            all("num_sampled_edges" in batch[et] for et in edge_index_dict)
+        if not hops:
+            return self.gnn(x_dict, edge_index_dict)
+        return self.gnn(x_dict, edge_index_dict,
+                        {t: batch[t].num_sampled_nodes for t in x_dict},
+                        {et: batch[et].num_sampled_edges for et in edge_index_dict})

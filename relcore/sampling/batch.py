@@ -18,11 +18,14 @@ def make_batch(
     seed_type: str,
     batch_size: int,
     node_attrs: dict[str, dict[str, torch.Tensor]] | None = None,
+    unique_rows: bool = False,
 ) -> HeteroData:
     """A batch with every node and edge type of ``data``, empty where nothing was sampled.
 
     Per node type: ``n_id`` (original rows), ``tf`` (those TensorFrame rows),
-    ``num_nodes``, ``time`` for timed tables, plus ``node_attrs[type]``; per edge
+    ``num_nodes``, ``time`` for timed tables, plus ``node_attrs[type]``; with
+    ``unique_rows``, ``tf`` holds each distinct row once and ``row_index`` maps
+    nodes to its rows; per edge
     type ``edge_index`` in local indices. ``batch[seed_type].batch_size`` and
     ``batch.seed_type`` mark the seeds, which come first.
     """
@@ -34,7 +37,14 @@ def make_batch(
         n_id = torch.from_numpy(np.ascontiguousarray(node_ids.get(node_type, empty), dtype=np.int64))
         out = batch[node_type]
         out.n_id = n_id
-        out.tf = slice_tensor_frame(store.tf, n_id)
+        if unique_rows and len(n_id):
+            # Disjoint sampling repeats rows (a race reached from 100 seeds): slice
+            # and encode each distinct row once; row_index maps nodes to tf rows.
+            rows, inverse = np.unique(node_ids[node_type], return_inverse=True)
+            out.tf = slice_tensor_frame(store.tf, torch.from_numpy(rows))
+            out.row_index = torch.from_numpy(inverse.reshape(-1))
+        else:
+            out.tf = slice_tensor_frame(store.tf, n_id)
         out.num_nodes = len(n_id)
         if "time" in store:
             out.time = store.time.index_select(0, n_id)

@@ -149,7 +149,7 @@ class TemporalNeighborSampler:
             b = torch.from_numpy(b)
             attrs[t] = {"batch": b, "seed_time": times_t.index_select(0, b)}
         edge_out = {et: (_cat([s for s, _ in parts]), _cat([d for _, d in parts])) for et, parts in edges.items()}
-        batch = make_batch(self.data, node_ids, edge_out, seed_type, num_seeds, attrs)
+        batch = make_batch(self.data, node_ids, edge_out, seed_type, num_seeds, attrs, unique_rows=True)
         for t, counts in node_counts.items():
             batch[t].num_sampled_nodes = np.diff(counts, prepend=0).tolist()
         for et, counts in edge_counts.items():
