@@ -7,6 +7,8 @@ import time
 
 from ray.tune import Callback
 
+from sweeps.space import trial_config
+
 
 class ProgressLine(Callback):
     def __init__(self, stage: str, total: int):
@@ -30,7 +32,7 @@ class ProgressLine(Callback):
         value = last.get("monitor_best", last.get("monitor"))
         if value is not None:
             value, higher = float(value), bool(last.get("monitor_higher"))
-            cfg = trial.config.get("trial", {})
+            cfg = trial_config(trial.config)
             group, key = cfg.get("task", self.stage), cfg.get("key", trial.trial_id)
             old = self.best.get(group)
             if old is None or (value > old[0] if higher else value < old[0]):

@@ -174,3 +174,12 @@ def trial_from_axes(base: dict, axes: dict) -> dict:
     bb = backbone_config(axes["table_model"], int(axes["layers"]), axes["aggr"])
     return {**base, "key": f"{bb.table_model}-L{bb.layers}-{bb.aggr}-c{axes['corruption']}-s{cfg['seed']}",
             "backbone": bb.to_dict(), "pretrain": cfg}
+
+
+def trial_config(config: dict) -> dict:
+    """The trial dict behind a Tune config: a grid trial's, or the one Optuna's axes describe."""
+    if "trial" in config:
+        return config["trial"]
+    if "axes" in config:
+        return trial_from_axes(config["base"], config["axes"])
+    return {}

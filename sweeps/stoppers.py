@@ -5,7 +5,8 @@ so the sweep (not only the training loop) stops trials. Every decision is kept i
 ``reasons`` so the MLflow run of the trial records why it ended.
 
 Trials report ``monitor`` (the validation value that selects models) and
-``monitor_higher`` (1.0 when higher is better) at every evaluation.
+``monitor_higher`` (1.0 when higher is better) at every evaluation; their closing
+summary (``final``) repeats the best value for searchers and is not an evaluation.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class PatienceStopper(Stopper):
         self._bad: dict[str, int] = {}
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        if "monitor" not in result or result["monitor"] is None:
-            return False  # not an evaluation step
+        if result.get("monitor") is None or result.get("final"):
+            return False  # not an evaluation step, or the trial's closing summary
         value, higher = float(result["monitor"]), bool(result.get("monitor_higher", 0.0))
         patience = self.patience
         best = self._best.get(trial_id, math.nan)

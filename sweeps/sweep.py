@@ -242,7 +242,7 @@ class Sweep:
         for r in results:
             if r.error is not None or r.checkpoint is None:
                 continue
-            trial = _trial_config(r.config)
+            trial = space.trial_config(r.config)
             loss = float(r.metrics.get("best/val/loss", r.metrics.get("monitor", float("inf"))))
             path = r.checkpoint.path
             if _is_uri(self.storage):
@@ -302,7 +302,7 @@ class Sweep:
         for r in results:
             df = r.metrics_dataframe
             if r.error is None and df is not None and "val/loss" in df:
-                curves[_trial_config(r.config)["key"]] = df[["step", "val/loss"]]
+                curves[space.trial_config(r.config)["key"]] = df[["step", "val/loss"]]
         return curves
 
     @staticmethod
@@ -311,15 +311,10 @@ class Sweep:
         for stage, outcome in (("pretrain", pre), ("finetune", ft)):
             for r in outcome.results:
                 if r.metrics:
-                    t = _trial_config(r.config)
+                    t = space.trial_config(r.config)
                     rows.append({"stage": stage, "task": t.get("task") or "-",
                                  "busy_s": float(r.metrics.get("busy_s", r.metrics.get("time_total_s", 0.0))),
                                  "end_time": r.metrics.get("timestamp", 0)})
         return pd.DataFrame(rows, columns=["stage", "task", "busy_s", "end_time"])
 
 
-def _trial_config(config: dict) -> dict:
-    """The trial dict of a grid trial, or the one an Optuna trial's axes describe."""
-    if "trial" in config:
-        return config["trial"]
-    return space.trial_from_axes(config["base"], config["axes"])

@@ -20,6 +20,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+from sweeps.space import trial_config
+
 DEFAULT_URI = "sqlite:///mlruns.db"
 
 
@@ -102,7 +104,7 @@ class TrialRunLogger(MLflowLoggerCallback):
             run_id = existing.info.run_id
             self.client.update_run(run_id, status="RUNNING")
         else:
-            cfg = trial.config.get("trial", {})
+            cfg = trial_config(trial.config)
             tags = {**self.tags, "trial_id": trial.trial_id, "trial_key": cfg.get("key", str(trial))}
             for k in ("task", "regime", "table_model", "pretrain_key"):
                 if cfg.get(k) is not None:

@@ -24,7 +24,7 @@ from relcore.finetune import FinetuneConfig, finetune, main_metric
 from relcore.graph import RelGraph, build_graph
 from relcore.models import BackboneConfig
 from relcore.pretrain import PretrainConfig, pretrain
-from sweeps.space import trial_from_axes
+from sweeps.space import trial_config
 
 FAIL_ENV = "RELCORE_SWEEP_FAIL_KEY"  # tests inject a failing trial by its key
 
@@ -64,7 +64,7 @@ def _maybe_fail(trial: dict) -> None:
 
 
 def pretrain_trainable(config: dict) -> None:
-    trial = config["trial"] if "trial" in config else trial_from_axes(config["base"], config["axes"])
+    trial = trial_config(config)
     t0 = time.perf_counter()
     _threads()
     _, dataset, graph = worker_graph(trial["dataset"])
@@ -94,6 +94,7 @@ def pretrain_trainable(config: dict) -> None:
                           out_dir=workdir / "run", callback=report)
         tune.report({"done_reason": result.stop_reason, "steps": result.steps,
                      "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
+                     "monitor": result.best["loss"], "final": 1.0,
                      **{f"best/val/{k}": v for k, v in result.best.items()}})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -130,6 +131,7 @@ def finetune_trainable(config: dict) -> None:
             result = run(os.path.join(ckpt_dir, "backbone.pt"))
     tune.report({"done_reason": result.stop_reason, "steps": result.steps, "busy_s": result.seconds,
                  "setup_s": setup_s, "metric": metric, "monitor_best": result.val[metric],
+                 "monitor": result.val[metric], "final": 1.0,
                  "monitor_higher": float(higher),
                  **{f"best/val/{k}": v for k, v in result.val.items()},
                  **{f"best/test/{k}": v for k, v in result.test.items()}})

@@ -163,3 +163,19 @@ def test_unwritable_storage(tmp_path, monkeypatch, capsys):
     assert main(argv) == 2
     assert "not writable" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "m.db").exists()
+
+
+def test_optuna_search_explores_the_same_space(tmp_path):
+    out = run_sweep(tmp_path, "optuna", "--search", "optuna", "--num-samples", "2", "--tasks", "customer-churn",
+                    "--corruption", "0.2,0.4")
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, runs = runs_of(tmp_path, "optuna")
+    pre = trial_runs(runs, "pretrain")
+    assert len(pre) == 2
+    for r in pre:  # Optuna sampled the axes; each trial logs the same params as a grid trial
+        assert r.data.params["pretrain.corruption"] in ("0.2", "0.4")
+        assert r.data.params["backbone.layers"] == "2" and r.data.params["stage"] == "pretrain"
+    ft = trial_runs(runs, "finetune")
+    checkpoints = {r.data.tags["pretrain_key"] for r in ft if r.data.tags["regime"] != "B"}
+    assert checkpoints == {r.data.tags["trial_key"] for r in pre}
+    assert len(ft) == 2 + 2 * len(checkpoints) and all(r.info.status == "FINISHED" for r in ft)
