@@ -56,6 +56,7 @@ def plot_regimes(results: pd.DataFrame, path: Path) -> None:
         sub = results[(results.task == task) & (results.metric == metric) & (results.split == "test")]
         backbones = sorted(sub.backbone.unique())
         width = 0.8 / max(1, len(REGIME_ORDER))
+        lows, highs = [], []
         for i, regime in enumerate(REGIME_ORDER):
             xs, ys, es = [], [], []
             for j, bb in enumerate(backbones):
@@ -65,6 +66,11 @@ def plot_regimes(results: pd.DataFrame, path: Path) -> None:
                     ys.append(r["mean"].iloc[0])
                     es.append(r["std"].iloc[0])
             ax.bar(xs, ys, width, yerr=es, capsize=3, label=REGIME_LABEL[regime])
+            lows += [y - e for y, e in zip(ys, es)]
+            highs += [y + e for y, e in zip(ys, es)]
+        if lows:  # zoom on the bars: regimes often differ by a few points only
+            pad = 0.25 * (max(highs) - min(lows)) + 1e-3
+            ax.set_ylim(max(0.0, min(lows) - pad), max(highs) + pad)
         ax.set_xticks([j + width for j in range(len(backbones))])
         ax.set_xticklabels([BACKBONE_LABEL.get(b, b) for b in backbones])
         ax.set_title(f"{task} (test {metric})")
