@@ -24,7 +24,7 @@ from relbench.modeling.utils import to_unix_time
 
 from relcore.errors import RelcoreError
 from relcore.graph import RelGraph
-from relcore.loop import Callback, EarlyStopping, WallClock, notify, seed_everything
+from relcore.loop import Callback, EarlyStopping, WallClock, notify, seed_everything, why_stop
 from relcore.models import BackboneConfig, GraphMeta, MLPHead, RDLBackbone, load_backbone
 from relcore.sampling.temporal import TemporalNeighborSampler
 
@@ -243,14 +243,9 @@ def finetune(
             metrics.update({f"best/test/{k}": float(v) for k, v in best_test.items()})
             metrics["best/step"] = stopper.best_step
         history.append(metrics)
-        if notify(callback, step, metrics):
-            stop_reason = "callback"
-            break
-        if stopper.should_stop:
-            stop_reason = "early_stopping"
-            break
-        if clock.expired:
-            stop_reason = "time_limit"
+        reason = why_stop(notify(callback, step, metrics), stopper, clock)
+        if reason is not None:
+            stop_reason = reason
             break
 
     if not best_val:  # stopped before the first evaluation

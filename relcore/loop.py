@@ -73,3 +73,14 @@ class WallClock:
 def notify(callback: Callable | None, step: int, metrics: dict[str, Any], checkpoint: str | None = None) -> bool:
     """Call the callback if any; True if it asked to stop."""
     return bool(callback(step, metrics, checkpoint)) if callback is not None else False
+
+
+def why_stop(callback_asked: bool, stopper: EarlyStopping, clock: WallClock) -> str | None:
+    """Why a loop must end after this step, if it must: callback, patience, wall time."""
+    if callback_asked:
+        return "callback"
+    if stopper.should_stop:
+        return "early_stopping"
+    if clock.expired:
+        return "time_limit"
+    return None

@@ -20,7 +20,7 @@ from torch_geometric.data import HeteroData
 
 from relcore.corruption import MarginalPool, corrupt
 from relcore.graph import RelGraph
-from relcore.loop import Callback, EarlyStopping, WallClock, notify, seed_everything
+from relcore.loop import Callback, EarlyStopping, WallClock, notify, seed_everything, why_stop
 from relcore.losses import ContrastiveObjective
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone, save_backbone
 from relcore.sampling.hgt import HGSampler
@@ -160,14 +160,9 @@ def pretrain(
                 _save(backbone, checkpoint, graph, config, step, final)
                 improved_ckpt = checkpoint
         history.append(metrics)
-        if notify(callback, step, metrics, improved_ckpt):
-            stop_reason = "callback"
-            break
-        if stopper.should_stop:
-            stop_reason = "early_stopping"
-            break
-        if clock.expired:
-            stop_reason = "time_limit"
+        reason = why_stop(notify(callback, step, metrics, improved_ckpt), stopper, clock)
+        if reason is not None:
+            stop_reason = reason
             break
 
     seconds = clock.elapsed
