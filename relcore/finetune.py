@@ -24,7 +24,15 @@ from relbench.modeling.utils import to_unix_time
 
 from relcore.errors import RelcoreError
 from relcore.graph import RelGraph
-from relcore.loop import Callback, EarlyStopping, WallClock, notify, seed_everything, why_stop
+from relcore.loop import (
+    Callback,
+    EarlyStopping,
+    WallClock,
+    notify,
+    resolve_device,
+    seed_everything,
+    why_stop,
+)
 from relcore.models import BackboneConfig, GraphMeta, MLPHead, RDLBackbone, load_backbone
 from relcore.sampling.temporal import TemporalNeighborSampler
 
@@ -46,6 +54,7 @@ class FinetuneConfig:
     fanouts: tuple[int, ...] | int = 128
     regression_loss: str = "mse"
     seed: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -173,7 +182,9 @@ def finetune(
         raise RelcoreError(f"task '{task_name}' is {task.task_type.value}: not supported yet")
     seed_everything(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
     model = TaskModel(make_backbone(graph, config.mode, backbone_config, checkpoint), task.entity_table)
+    model.to(device)
     params = freeze_for_mode(model, config.mode)
     optimizer = torch.optim.Adam(params, lr=config.lr)
     # A frozen backbone encodes every row identically in every batch: do it once.
@@ -200,7 +211,7 @@ def finetune(
             for lo in range(0, len(split.ids), config.batch_size):
                 sl = slice(lo, lo + config.batch_size)
                 batch = sampler.sample(task.entity_table, split.ids[sl], split.times[sl], generator=eval_gen)
-                out.append(model(batch, row_cache))
+                out.append(model(batch.to(device), row_cache).cpu())
         z = torch.cat(out) if out else torch.zeros(0)
         return (torch.sigmoid(z) if binary else z * y_std + y_mean).numpy()
 
@@ -223,7 +234,7 @@ def finetune(
         cursor += config.batch_size
         _train_mode(model, config.mode)
         batch = sampler.sample(task.entity_table, train.ids[idx], train.times[idx], generator=gen)
-        loss = loss_fn(model(batch, row_cache), train.y[idx])
+        loss = loss_fn(model(batch.to(device), row_cache), train.y[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -22,6 +22,13 @@ class Callback(Protocol):
     def __call__(self, step: int, metrics: dict[str, float], checkpoint: str | None) -> bool | None: ...
 
 
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` = CUDA when available (a GPU trial), else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

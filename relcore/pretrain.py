@@ -20,7 +20,15 @@ from torch_geometric.data import HeteroData
 
 from relcore.corruption import MarginalPool, corrupt
 from relcore.graph import RelGraph
-from relcore.loop import Callback, EarlyStopping, WallClock, notify, seed_everything, why_stop
+from relcore.loop import (
+    Callback,
+    EarlyStopping,
+    WallClock,
+    notify,
+    resolve_device,
+    seed_everything,
+    why_stop,
+)
 from relcore.losses import ContrastiveObjective
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone, save_backbone
 from relcore.sampling.hgt import HGSampler
@@ -45,6 +53,7 @@ class PretrainConfig:
     patience: int = 10
     time_limit_s: float = 4 * 3600.0
     seed: int = 0
+    device: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,11 +128,12 @@ def pretrain(
     backbone = RDLBackbone(backbone_config, GraphMeta.from_graph(graph))
     objective = ContrastiveObjective(backbone.node_types, backbone.edge_types,
                                      backbone_config.channels, n_max=config.n_max)
-    model = ContrastiveStep(backbone, objective)
+    device = resolve_device(config.device)
+    model = ContrastiveStep(backbone, objective).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
     val_gen = torch.Generator().manual_seed(config.seed + 10_007)  # fixed validation set
-    val_set = [_pair(sampler, config, pool, val_gen) for _ in range(config.val_subgraphs)]
+    val_set = [_pair(sampler, config, pool, val_gen, device) for _ in range(config.val_subgraphs)]
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -142,7 +152,7 @@ def pretrain(
     while step < config.max_steps:
         step += 1
         model.train()
-        clean, corrupted = _pair(sampler, config, pool, gen)
+        clean, corrupted = _pair(sampler, config, pool, gen, device)
         losses = model(clean, corrupted)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
@@ -175,10 +185,11 @@ def pretrain(
     )
 
 
-def _pair(sampler: HGSampler, config: PretrainConfig, pool: MarginalPool,
-          gen: torch.Generator) -> tuple[HeteroData, HeteroData]:
+def _pair(sampler: HGSampler, config: PretrainConfig, pool: MarginalPool, gen: torch.Generator,
+          device: torch.device) -> tuple[HeteroData, HeteroData]:
     clean = sampler.sample(config.batch_size, generator=gen)
-    return clean, corrupted_view(clean, config.corruption, pool, config.corruption_mode, gen)
+    corrupted = corrupted_view(clean, config.corruption, pool, config.corruption_mode, gen)  # on CPU
+    return clean.to(device), corrupted.to(device)
 
 
 @torch.no_grad()

@@ -229,11 +229,12 @@ class RDLBackbone(torch.nn.Module):
         A frozen backbone (regime P, eval mode) maps a row to the same vector in
         every batch, so fine-tuning encodes each table once and looks rows up.
         """
+        device = next(self.parameters()).device
         out: dict[str, Tensor] = {}
         for t in self.node_types:
-            tf = data[t].tf
-            parts = [self.table_models[t](tf[lo: lo + chunk]) for lo in range(0, len(tf), chunk)]
-            out[t] = torch.cat(parts) if parts else torch.zeros(0, self.channels)
+            tf = data[t].tf  # the graph stays where it is; chunks travel to the model
+            parts = [self.table_models[t](tf[lo: lo + chunk].to(device)) for lo in range(0, len(tf), chunk)]
+            out[t] = torch.cat(parts) if parts else torch.zeros(0, self.channels, device=device)
         return out
 
     def forward(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
