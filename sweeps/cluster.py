@@ -409,10 +409,11 @@ def connect(cluster: str, num_cpus: int | None = None, *, storage: str | None = 
 
 
 # --- command line: waiting for a cluster to assemble ---------------------------------
-def wait_for_nodes(address: str, nodes: int, timeout: float) -> int:
-    """Block until the cluster at ``address`` has ``nodes`` alive nodes; return how many."""
+def wait_for_nodes(address: str, nodes: int, timeout: float) -> tuple[int, str]:
+    """Wait until the cluster at ``address`` has ``nodes`` alive nodes or ``timeout`` passed;
+    return how many are up and the last connection error (empty when none)."""
     deadline = time.monotonic() + timeout
-    seen = 0
+    seen, error = 0, ""
     while True:
         try:
             _probe(address)
@@ -420,17 +421,18 @@ def wait_for_nodes(address: str, nodes: int, timeout: float) -> int:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
             try:
                 while True:
-                    seen = len(_alive_nodes())
+                    seen, error = len(_alive_nodes()), ""
                     if seen >= nodes or time.monotonic() > deadline:
-                        return seen
+                        return seen, error
                     time.sleep(2)
             finally:
                 ray.shutdown()
-        except Exception:  # not up yet
+        except Exception as exc:  # not up yet
+            error = " ".join(str(exc).split())[:300]
             if ray.is_initialized():
                 ray.shutdown()
             if time.monotonic() > deadline:
-                return seen
+                return seen, error
             time.sleep(2)
 
 
@@ -439,15 +441,15 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m sweeps.cluster")
     sub = p.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("wait", help="wait until a Ray cluster has NODES alive nodes")
+    w = sub.add_parser("wait", help="wait until the Ray cluster at ADDRESS has NODES alive nodes")
     w.add_argument("address")
     w.add_argument("nodes", type=int)
     w.add_argument("--timeout", type=float, default=180.0)
     args = p.parse_args(argv)
-    seen = wait_for_nodes(args.address, args.nodes, args.timeout)
+    seen, error = wait_for_nodes(args.address, args.nodes, args.timeout)
     if seen < args.nodes:
-        print(f"sweeps.cluster: only {seen} of {args.nodes} Ray node(s) at {args.address} after "
-              f"{args.timeout:g}s", file=sys.stderr)
+        print(f"sweeps.cluster: only {seen} of {args.nodes} Ray node(s) up at {args.address} after "
+              f"{args.timeout:g}s{': ' + error if error else ''}", file=sys.stderr)
         return 1
     print(f"sweeps.cluster: {seen} Ray node(s) up at {args.address}", flush=True)
     return 0

@@ -156,11 +156,11 @@ class Sweep:
     # --- running --------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
         start = time.time()
-        info = connect(self.args.cluster, num_cpus=self.args.num_cpus)
+        # On a multi-node cluster connect() also refuses a local MLflow store, checks that every
+        # node reads --storage and moves the graph cache there -- all before anything runs.
+        info = connect(self.args.cluster, num_cpus=self.args.num_cpus, storage=self.storage,
+                       mlflow_uri=self.args.mlflow_uri)
         print(f"run_grid: {info.describe()}", flush=True)
-        if info.nodes > 1 and self.args.mlflow_uri.startswith("sqlite:"):
-            raise RelcoreError("a local SQLite MLflow store cannot be shared by a multi-node cluster: "
-                               "start `mlflow server` and pass --mlflow-uri http://HOST:PORT")
         # Build (or load) the graph once here, so every worker only reads the disk cache.
         graph = build_graph(load_dataset(self.spec).get_db())
         print(f"run_grid: dataset {self.spec.name} ({graph.key}), tasks {', '.join(self.tasks) or 'none'}",

@@ -23,6 +23,8 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from sweeps.space import trial_config
 
 DEFAULT_URI = "sqlite:///mlruns.db"
+# Where a trial runs: Tune adds node_ip and hostname to every result (node_id: the trainables).
+NODE_KEYS = ("node_ip", "hostname", "node_id")
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -118,6 +120,10 @@ class TrialRunLogger(MLflowLoggerCallback):
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
         run_id = self._trial_runs[trial]
+        before = self._last.get(trial.trial_id, {})
+        # tagged with its first result, and again if a retry lands on another node
+        where = [RunTag(k, str(result[k])) for k in NODE_KEYS
+                 if result.get(k) is not None and result.get(k) != before.get(k)]
         self._last[trial.trial_id] = result
         step = int(result.get("step", iteration))
         ts = int(time.time() * 1000)
@@ -125,6 +131,8 @@ class TrialRunLogger(MLflowLoggerCallback):
                    if not k.startswith("config.")]
         for lo in range(0, len(metrics), 500):
             self.client.log_batch(run_id, metrics=metrics[lo: lo + 500])
+        if where:
+            self.client.log_batch(run_id, tags=where)
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         run_id = self._trial_runs[trial]

@@ -16,6 +16,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -58,6 +59,11 @@ def _threads() -> None:
     torch.set_num_threads(max(1, cpus))
 
 
+def _where() -> dict:
+    """The Ray node a trial runs on (Tune itself adds node_ip and hostname to each result)."""
+    return {"node_id": ray.get_runtime_context().get_node_id()}
+
+
 def _maybe_fail(trial: dict) -> None:
     if os.environ.get(FAIL_ENV) and os.environ[FAIL_ENV] == trial["key"]:
         raise RuntimeError(f"injected failure in trial {trial['key']}")
@@ -77,7 +83,8 @@ def pretrain_trainable(config: dict) -> None:
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if "val/loss" not in metrics:
             return None  # Tune sees evaluations only; per-step metrics stay in history
-        out = {**metrics, "monitor": metrics["val/loss"], "monitor_higher": 0.0, "setup_s": setup_s}
+        out = {**metrics, "monitor": metrics["val/loss"], "monitor_higher": 0.0, "setup_s": setup_s,
+               **_where()}
         best_loss[0] = min(best_loss[0], metrics["val/loss"])
         out["best/val/loss"] = best_loss[0]
         if checkpoint is not None:
@@ -92,7 +99,7 @@ def pretrain_trainable(config: dict) -> None:
         result = pretrain(graph, BackboneConfig.from_dict(trial["backbone"]),
                           PretrainConfig.from_dict(trial["pretrain"]), max_time=max_time,
                           out_dir=workdir / "run", callback=report)
-        tune.report({"done_reason": result.stop_reason, "steps": result.steps,
+        tune.report({"done_reason": result.stop_reason, "steps": result.steps, **_where(),
                      "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
                      "monitor": result.best["loss"], "final": 1.0,
                      **{f"best/val/{k}": v for k, v in result.best.items()}})
@@ -115,7 +122,7 @@ def finetune_trainable(config: dict) -> None:
         if f"val/{metric}" not in metrics:
             return None
         tune.report({**metrics, "monitor": metrics[f"val/{metric}"], "monitor_higher": float(higher),
-                     "setup_s": setup_s})
+                     "setup_s": setup_s, **_where()})
         return None
 
     def run(checkpoint_path: str | None):
@@ -130,7 +137,7 @@ def finetune_trainable(config: dict) -> None:
         with tune.Checkpoint(trial["checkpoint"]).as_directory() as ckpt_dir:
             result = run(os.path.join(ckpt_dir, "backbone.pt"))
     tune.report({"done_reason": result.stop_reason, "steps": result.steps, "busy_s": result.seconds,
-                 "setup_s": setup_s, "metric": metric, "monitor_best": result.val[metric],
+                 "setup_s": setup_s, "metric": metric, **_where(), "monitor_best": result.val[metric],
                  "monitor": result.val[metric], "final": 1.0,
                  "monitor_higher": float(higher),
                  **{f"best/val/{k}": v for k, v in result.val.items()},

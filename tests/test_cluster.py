@@ -103,10 +103,10 @@ class Processes:
         self.procs.append((name, proc))
         return proc
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 5.0) -> None:
         for _, proc in reversed(self.procs):
             _killpg(proc.pid, signal.SIGTERM)
-        deadline = time.time() + 15
+        deadline = time.time() + grace  # Ray's gcs_server may take much longer: no need here
         for _, proc in reversed(self.procs):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.time()))
@@ -251,7 +251,7 @@ def _node_ids(address: str, env: dict) -> dict[str, str]:
     return ids
 
 
-def _run_grid(cluster: dict, tmp_name: str, *args: str, timeout: int = 240, env: dict | None = None):
+def _run_grid(cluster: dict, *args: str, timeout: int = 240, env: dict | None = None):
     cwd = cluster["tmp"] / "driver"
     return subprocess.run([PY, RUN_GRID, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**cluster["env"], **(env or {})})
@@ -296,7 +296,7 @@ def _check_quick_sweep_in_mlflow(uri: str, name: str):
 def two_node_sweep(ray_cluster, mlflow_server):
     storage = ray_cluster["shared"] / "ray"
     t0 = time.time()
-    out = _run_grid(ray_cluster, "two-node",
+    out = _run_grid(ray_cluster,
                     *_sweep_args(ray_cluster, "two-node", storage, mlflow_server["uri"]),
                     env={"RAY_ADDRESS": ray_cluster["address"]})
     return out, storage, time.time() - t0
@@ -391,6 +391,44 @@ def test_auto_without_a_cluster_and_local_start_a_local_one(ray_cluster):
         shutil.rmtree(other, ignore_errors=True)
 
 
+def test_inside_a_ray_job_the_drivers_env_wins(ray_cluster, mlflow_server):
+    """`ray job submit` entrypoints get the job's runtime_env in their own environment and
+    Ray refuses a ray.init runtime_env repeating its keys; the moved cache must still win."""
+    storage = ray_cluster["shared"] / "job-case"
+    storage.mkdir()
+    job_cache = str(ray_cluster["tmp"] / "job-cache")
+    job = {"runtime_env": {"env_vars": {"RELCORE_CACHE_DIR": job_cache, "RELCORE_SAME": "1"}}}
+    code = ("import os, sys, ray; from sweeps.cluster import connect\n"
+            "info = connect(sys.argv[1], storage=sys.argv[2], mlflow_uri=sys.argv[3])\n"
+            "f = ray.remote(num_cpus=0)(lambda: [os.environ.get(k) for k in ('RELCORE_CACHE_DIR', 'RELCORE_SAME')])\n"
+            "print(info.cache_dir, *ray.get(f.remote()))")
+    env = {**ray_cluster["env"], "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job),
+           "RELCORE_CACHE_DIR": job_cache, "RELCORE_SAME": "1"}
+    out = subprocess.run([PY, "-c", code, ray_cluster["address"], str(storage), mlflow_server["uri"]],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cache = str(storage / "cache")
+    assert out.stdout.split() == [cache, cache, "1"], out.stdout
+
+
+def test_cluster_configs_start_ray_and_call_the_sweep():
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    launcher = yaml.safe_load((REPO / "cluster" / "ray" / "relcore-aws.yaml").read_text())
+    validate_config(prepare_config(launcher))  # Ray's own schema for `ray up`
+    assert {"cpu_worker", "gpu_worker"} <= set(launcher["available_node_types"])
+    assert any('pip install -q -e ".[test,minilm]"' in c for c in launcher["setup_commands"])
+    job = yaml.safe_load((REPO / "cluster" / "k8s" / "relcore-rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and job["apiVersion"] == "ray.io/v1"
+    assert "sweeps/run_grid.py --cluster auto" in job["spec"]["entrypoint"]
+    groups = {g["groupName"] for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
+    assert groups == {"cpu", "gpu"}
+    for script in sorted((REPO / "cluster" / "slurm").glob("*.s*")):
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0, script
+    assert "run_grid.py\" --cluster auto" in (REPO / "cluster" / "slurm" / "relcore-sweep.sbatch").read_text()
+
+
 # --- refusals ----------------------------------------------------------------------------
 def _last_error(out) -> str:
     lines = out.stderr.strip().splitlines()
@@ -401,7 +439,7 @@ def _last_error(out) -> str:
 def test_sqlite_mlflow_on_multi_node_cluster_refused_before_anything(ray_cluster):
     tmp = ray_cluster["tmp"] / "sqlite-case"
     db = tmp / "mlruns.db"
-    out = _run_grid(ray_cluster, "sqlite", *_sweep_args(ray_cluster, "sqlite", tmp / "ray", f"sqlite:///{db}"),
+    out = _run_grid(ray_cluster, *_sweep_args(ray_cluster, "sqlite", tmp / "ray", f"sqlite:///{db}"),
                     env={"RAY_ADDRESS": ray_cluster["address"]}, timeout=120)
     last = _last_error(out)
     assert out.returncode == 2 and last.startswith("run_grid: error:"), last
@@ -439,7 +477,7 @@ def test_storage_not_shared_refused_by_run_grid(ray_cluster, mlflow_server):
     if not _sweep_patched():
         pytest.skip("needs the proposed sweep.py patch: Sweep.run passes storage/mlflow_uri to connect()")
     storage = ray_cluster["local"] / "ray2"
-    out = _run_grid(ray_cluster, "unshared",
+    out = _run_grid(ray_cluster,
                     *_sweep_args(ray_cluster, "unshared", storage, mlflow_server["uri"]),
                     env={"RAY_ADDRESS": ray_cluster["address"]}, timeout=180)
     last = _last_error(out)
