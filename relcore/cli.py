@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
 from relcore.errors import RelcoreError
+
+# Before torch loads: spinning OpenMP workers stall badly when cores are shared.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:

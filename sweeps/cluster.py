@@ -208,13 +208,17 @@ def _job_env_vars() -> dict[str, str]:
 
 
 def _runtime_env() -> dict:
-    """The driver's ``RELCORE_*`` variables for every worker of the job, on every node.
+    """The driver's ``RELCORE_*`` variables (and a passive OpenMP wait policy) for every
+    worker of the job, on every node.
 
     Inside a ``ray job submit`` entrypoint Ray merges this with the job's own runtime_env
     and refuses duplicate keys: variables the job already passes with the same value are
     left out, and where the driver changed one (the shared cache) the driver's wins.
     """
     env = {k: v for k, v in os.environ.items() if k.startswith("RELCORE_")}
+    # OpenMP threads that spin while waiting stall a trial ~100x when trials share
+    # cores (measured in sweeps/bench/bench_training.py): let them sleep instead.
+    env.setdefault("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
     job = _job_env_vars()
     if any(k in job and job[k] != v for k, v in env.items()):
         os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"

@@ -19,7 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from relcore.errors import RelcoreError
+# Before torch loads (in this driver; workers get it through Ray's runtime_env):
+# spinning OpenMP workers stall badly when cores are shared.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from relcore.errors import RelcoreError  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
