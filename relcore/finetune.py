@@ -186,7 +186,7 @@ def finetune(
     model = TaskModel(make_backbone(graph, config.mode, backbone_config, checkpoint), task.entity_table)
     model.to(device)
     params = freeze_for_mode(model, config.mode)
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)  # one kernel for all tensors
     # A frozen backbone encodes every row identically in every batch: do it once.
     row_cache = None
     if config.mode == "P":
