@@ -27,3 +27,23 @@ def test_trimmed_layers_and_row_cache_match_full_forward(f1_graph, table_model, 
     torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
     # rows reached from several seeds are encoded once
     assert len(batch["races"].tf) < batch["races"].num_nodes
+
+
+@pytest.mark.parametrize("table_model", ["linear", "resnet"])
+def test_one_pass_over_both_views_equals_two_passes(f1_graph, table_model):
+    from relcore.corruption import MarginalPool
+    from relcore.pretrain import corrupted_view
+    from relcore.sampling.batch import disjoint_union
+    from relcore.sampling.hgt import HGSampler
+
+    gen = torch.Generator().manual_seed(1)
+    clean = HGSampler(f1_graph).sample(64, generator=gen)
+    corrupted = corrupted_view(clean, 0.4, MarginalPool(f1_graph), "marginal", gen)
+    backbone = RDLBackbone(BackboneConfig(table_model=table_model), GraphMeta.from_graph(f1_graph)).eval()
+    with torch.no_grad():
+        union = backbone(disjoint_union(clean, corrupted))
+        a, b = backbone(clean), backbone(corrupted)
+    for t in a:
+        n = clean[t].num_nodes
+        torch.testing.assert_close(union[t][:n], a[t], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(union[t][n:], b[t], rtol=1e-5, atol=1e-5)
