@@ -9,7 +9,6 @@ validation subgraphs decide early stopping and which backbone is checkpointed.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from torch_geometric.data import HeteroData
 
-from relcore.corruption import MarginalPool, corrupt
+from relcore.corruption import MarginalPool, corrupt_batch
 from relcore.graph import RelGraph
 from relcore.loop import (
     Callback,
@@ -99,15 +98,6 @@ class ContrastiveStep(torch.nn.Module):
         h = {t: x[: n[t]] for t, x in out.items()}
         h_hat = {t: x[n[t]:] for t, x in out.items()}
         return self.objective(h, h_hat, clean)
-
-
-def corrupted_view(batch: HeteroData, p: float, pool: MarginalPool, mode: str,
-                   generator: torch.Generator) -> HeteroData:
-    """Same nodes, edges and order as ``batch``; every table's rows corrupted."""
-    view = copy.copy(batch)  # shallow: edges and ids shared, tensor frames replaced
-    for t in batch.node_types:
-        view[t].tf = corrupt(batch[t].tf, t, p, pool, mode=mode, generator=generator)
-    return view
 
 
 def pretrain(
@@ -192,7 +182,7 @@ def pretrain(
 def _pair(sampler: HGSampler, config: PretrainConfig, pool: MarginalPool, gen: torch.Generator,
           device: torch.device) -> tuple[HeteroData, HeteroData]:
     clean = sampler.sample(config.batch_size, generator=gen)
-    corrupted = corrupted_view(clean, config.corruption, pool, config.corruption_mode, gen)  # on CPU
+    corrupted = corrupt_batch(clean, config.corruption, pool, config.corruption_mode, gen)  # on CPU
     return clean.to(device), corrupted.to(device)
 
 

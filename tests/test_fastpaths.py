@@ -32,13 +32,13 @@ def test_trimmed_layers_and_row_cache_match_full_forward(f1_graph, table_model, 
 @pytest.mark.parametrize("table_model", ["linear", "resnet"])
 def test_one_pass_over_both_views_equals_two_passes(f1_graph, table_model):
     from relcore.corruption import MarginalPool
-    from relcore.pretrain import corrupted_view
+    from relcore.corruption import corrupt_batch
     from relcore.sampling.batch import disjoint_union
     from relcore.sampling.hgt import HGSampler
 
     gen = torch.Generator().manual_seed(1)
     clean = HGSampler(f1_graph).sample(64, generator=gen)
-    corrupted = corrupted_view(clean, 0.4, MarginalPool(f1_graph), "marginal", gen)
+    corrupted = corrupt_batch(clean, 0.4, MarginalPool(f1_graph), "marginal", gen)
     backbone = RDLBackbone(BackboneConfig(table_model=table_model), GraphMeta.from_graph(f1_graph)).eval()
     with torch.no_grad():
         union = backbone(disjoint_union(clean, corrupted))

@@ -73,7 +73,8 @@ from relcore.finetune import SplitTable, TaskModel, freeze_for_mode  # noqa: E40
 from relcore.graph import build_graph  # noqa: E402
 from relcore.losses import ContrastiveObjective  # noqa: E402
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone  # noqa: E402
-from relcore.pretrain import ContrastiveStep, PretrainConfig, corrupted_view  # noqa: E402
+from relcore.corruption import corrupt_batch  # noqa: E402
+from relcore.pretrain import ContrastiveStep, PretrainConfig  # noqa: E402
 from relcore.sampling import HGSampler, TemporalNeighborSampler  # noqa: E402
 
 LINES: list[str] = []  # everything printed, for the results file
@@ -156,7 +157,7 @@ class RelcorePretrain:
 
     def step(self) -> None:
         clean = self.sampler.sample(self.cfg.batch_size, generator=self.gen)
-        corrupted = corrupted_view(clean, self.cfg.corruption, self.pool, self.cfg.corruption_mode, self.gen)
+        corrupted = corrupt_batch(clean, self.cfg.corruption, self.pool, self.cfg.corruption_mode, self.gen)
         losses = self.model(clean, corrupted)
         self.optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
@@ -166,8 +167,8 @@ class RelcorePretrain:
         """:meth:`step` with each phase timed (same calls, same order)."""
         with timer("1 sampling (HGSampler.sample)"):
             clean = self.sampler.sample(self.cfg.batch_size, generator=self.gen)
-        with timer("2 corruption (corrupted_view)"):
-            corrupted = corrupted_view(clean, self.cfg.corruption, self.pool, self.cfg.corruption_mode, self.gen)
+        with timer("2 corruption (corrupt_batch)"):
+            corrupted = corrupt_batch(clean, self.cfg.corruption, self.pool, self.cfg.corruption_mode, self.gen)
         with timer("3 forward: backbone on both views"):
             h = self.backbone(clean)
             h_hat = self.backbone(corrupted)
