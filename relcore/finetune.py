@@ -25,8 +25,10 @@ from relbench.modeling.utils import to_unix_time
 from relcore.errors import RelcoreError
 from relcore.graph import RelGraph
 from relcore.loop import (
+    PRECISIONS,
     Callback,
     EarlyStopping,
+    autocast,
     WallClock,
     notify,
     resolve_device,
@@ -53,6 +55,7 @@ class FinetuneConfig:
     time_limit_s: float = 2 * 3600.0
     fanouts: tuple[int, ...] | int = 128
     regression_loss: str = "mse"
+    precision: str = "fp32"  # "bf16": mixed-precision forward passes (relcore.loop.autocast)
     seed: int = 0
     device: str = "auto"
 
@@ -61,6 +64,8 @@ class FinetuneConfig:
             raise RelcoreError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.regression_loss not in ("mse", "l1"):
             raise RelcoreError(f"regression_loss must be mse or l1, got {self.regression_loss!r}")
+        if self.precision not in PRECISIONS:
+            raise RelcoreError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -211,7 +216,8 @@ def finetune(
             for lo in range(0, len(split.ids), config.batch_size):
                 sl = slice(lo, lo + config.batch_size)
                 batch = sampler.sample(task.entity_table, split.ids[sl], split.times[sl], generator=eval_gen)
-                out.append(model(batch.to(device), row_cache).cpu())
+                with autocast(device, config.precision):
+                    out.append(model(batch.to(device), row_cache).float().cpu())
         z = torch.cat(out) if out else torch.zeros(0)
         return (torch.sigmoid(z) if binary else z * y_std + y_mean).numpy()
 
@@ -234,7 +240,9 @@ def finetune(
         cursor += config.batch_size
         _train_mode(model, config.mode)
         batch = sampler.sample(task.entity_table, train.ids[idx], train.times[idx], generator=gen)
-        loss = loss_fn(model(batch.to(device), row_cache), train.y[idx].to(device))
+        with autocast(device, config.precision):
+            z = model(batch.to(device), row_cache)
+        loss = loss_fn(z.float(), train.y[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -33,6 +33,8 @@ def add_parser(sub, add_dataset_args) -> None:
     p.add_argument("--fanouts", type=_fanouts, default=128, help="per hop, e.g. 128 or 128,64")
     p.add_argument("--loss", default="mse", choices=["mse", "l1"], help="regression loss")
     p.add_argument("--time-limit", type=float, default=2 * 3600.0, help="seconds")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: mixed-precision forward passes (faster on AVX512-BF16/AMX CPUs and GPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.set_defaults(run=run, render=render)
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     config = FinetuneConfig(mode=args.mode, lr=args.lr, batch_size=args.batch_size,
                             max_steps=args.max_steps, eval_every=args.eval_every,
                             fanouts=args.fanouts, regression_loss=args.loss,
-                            time_limit_s=args.time_limit, seed=args.seed)
+                            time_limit_s=args.time_limit, precision=args.precision, seed=args.seed)
     backbone = BackboneConfig(table_model=args.backbone, layers=args.layers, aggr=args.aggr)
     result = finetune(graph, task, args.task, config, backbone_config=backbone, checkpoint=args.checkpoint)
     return result.summary()

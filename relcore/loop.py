@@ -1,4 +1,5 @@
-"""Pieces both training loops share: callbacks, early stopping, wall-time limit, seeding."""
+"""Pieces both training loops share: callbacks, early stopping, wall-time limit, seeding,
+numeric precision."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward passes' precision: ``fp32`` (the default, exact) or ``bf16``.
+
+    ``bf16`` is PyTorch's automatic mixed precision: parameters, gradients, Adam's
+    state and the losses stay fp32; matrix products run in bfloat16. On a CPU with
+    AVX512-BF16 or AMX (and on GPUs) those products are 2-3x faster, and they are most
+    of a step's time (fine-tuning's ResNet table models on ~23k rows per batch); the
+    price is bfloat16's 8-bit mantissa inside the products.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def seed_everything(seed: int) -> None:

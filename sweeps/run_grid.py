@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune-time-limit", type=float, default=2 * 3600.0, help="seconds per trial")
     p.add_argument("--pretrain-steps", type=int, help="override the preset's max pretraining steps")
     p.add_argument("--finetune-steps", type=int, help="override the preset's max fine-tuning steps")
+    p.add_argument("--finetune-precision", default="fp32", choices=["fp32", "bf16"],
+                   help="fine-tuning forward passes: fp32 (the paper) or bf16 mixed precision")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     return p.parse_args(argv)
 

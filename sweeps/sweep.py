@@ -115,6 +115,7 @@ class Sweep:
             preset.pretrain = replace(preset.pretrain, max_steps=args.pretrain_steps)
         if args.finetune_steps is not None:
             preset.finetune = replace(preset.finetune, max_steps=args.finetune_steps)
+        preset.finetune = replace(preset.finetune, precision=getattr(args, "finetune_precision", "fp32"))
         if args.max_failures < 0 or args.cpus_per_trial <= 0 or args.num_samples < 1:
             raise RelcoreError("--max-failures must be >= 0, --cpus-per-trial > 0, --num-samples >= 1")
         spec = DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=tuple(args.time_col))

@@ -45,6 +45,19 @@ def test_graph_beats_row_only_baseline(synthetic_graph, churn):
     assert graph.test["roc_auc"] > 0.7
 
 
+def test_bf16_mixed_precision_learns_like_fp32(synthetic_graph, churn):
+    """bf16 autocast changes the products' rounding, not what the model learns."""
+    bb = BackboneConfig(table_model="resnet")
+    cfg = dict(FAST, fanouts=(16, 16))
+    fp32 = finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(**cfg), bb)
+    bf16 = finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(precision="bf16", **cfg), bb)
+    losses = [h["train/loss"] for h in bf16.history]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert bf16.val["roc_auc"] > 0.7 and abs(bf16.val["roc_auc"] - fp32.val["roc_auc"]) < 0.05, (fp32.val, bf16.val)
+    with pytest.raises(RelcoreError, match="precision"):
+        FinetuneConfig(precision="fp8")
+
+
 def test_frozen_backbone_is_bit_identical_after_P(synthetic_graph, churn, checkpoint):
     seen = {}
 

@@ -71,6 +71,7 @@ from relcore.corruption import MarginalPool  # noqa: E402
 from relcore.data import DatasetSpec, load_dataset, load_task  # noqa: E402
 from relcore.finetune import SplitTable, TaskModel, freeze_for_mode  # noqa: E402
 from relcore.graph import build_graph  # noqa: E402
+from relcore.loop import autocast  # noqa: E402
 from relcore.losses import ContrastiveObjective  # noqa: E402
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone  # noqa: E402
 from relcore.corruption import corrupt_batch  # noqa: E402
@@ -272,9 +273,9 @@ class SeedOrder:
 class RelcoreFinetune:
     """relcore's fine-tuning step (the body of :func:`relcore.finetune.finetune`'s loop)."""
 
-    def __init__(self, graph, entity: str, train: SplitTable, fanouts, mode: str, args):
+    def __init__(self, graph, entity: str, train: SplitTable, fanouts, mode: str, args, precision: str = "fp32"):
         torch.manual_seed(args.seed)
-        self.entity, self.train, self.mode = entity, train, mode
+        self.entity, self.train, self.mode, self.precision = entity, train, mode, precision
         self.gen = torch.Generator().manual_seed(args.seed)
         self.order = SeedOrder(len(train.ids), args.ft_batch, args.seed)
         backbone = RDLBackbone(BackboneConfig(table_model="resnet", layers=len(fanouts), aggr=args.aggr),
@@ -302,7 +303,9 @@ class RelcoreFinetune:
         idx = self.order.next()
         self._train_mode()
         batch = self.sampler.sample(self.entity, self.train.ids[idx], self.train.times[idx], generator=self.gen)
-        loss = F.binary_cross_entropy_with_logits(self.model(batch, self.row_cache), self.train.y[idx])
+        with autocast(torch.device("cpu"), self.precision):
+            z = self.model(batch, self.row_cache)
+        loss = F.binary_cross_entropy_with_logits(z.float(), self.train.y[idx])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -316,7 +319,8 @@ class RelcoreFinetune:
         for lo in range(0, len(split.ids), batch_size):
             sl = slice(lo, lo + batch_size)
             batch = self.sampler.sample(self.entity, split.ids[sl], split.times[sl], generator=gen)
-            parts.append(self.model(batch, self.row_cache))
+            with autocast(torch.device("cpu"), self.precision):
+                parts.append(self.model(batch, self.row_cache).float())
         return torch.sigmoid(torch.cat(parts)).numpy()
 
 
@@ -408,6 +412,7 @@ def bench_finetune(graph, spec, dataset, args, peer_error: str | None) -> None:
     rigs: dict[str, object] = {
         "relcore B [128,64]": RelcoreFinetune(graph, entity, train, lo, "B", args),
         "relcore B [128,128]": RelcoreFinetune(graph, entity, train, hi, "B", args),
+        "relcore B [128,64] bf16 autocast": RelcoreFinetune(graph, entity, train, lo, "B", args, "bf16"),
         "relcore P [128,64] (cached frozen rows)": RelcoreFinetune(graph, entity, train, lo, "P", args),
     }
     peer_ok = peer_error is None
@@ -433,7 +438,7 @@ def bench_finetune(graph, spec, dataset, args, peer_error: str | None) -> None:
         out(f"\n(peers skipped: {peer_error})")
 
     # Validation AUROC after the same number of steps, same lr, same seed order.
-    contenders = ["relcore B [128,64]"]
+    contenders = ["relcore B [128,64]", "relcore B [128,64] bf16 autocast"]
     if peer_ok:
         contenders += ["RelBench model + temporal batches [128,64] (rows per node)",
                        "RelBench model + PyG NeighborLoader [128,64] (non-temporal)"]
