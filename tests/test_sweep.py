@@ -91,6 +91,33 @@ def test_failing_trial_is_marked_failed_and_sweep_goes_on(quick_sweep):
     assert sum(r.info.status == "FINISHED" for r in ft) == QUICK_TRIALS["finetune"] - 1
 
 
+def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
+    """sweeps/status.py's top-5 table over finished trials equals the sweep's own results.csv."""
+    tmp, out, _ = quick_sweep
+    assert out.returncode == 0, out.stderr[-3000:]
+    uri = f"sqlite:///{tmp / 'mlruns.db'}"
+    status = subprocess.run([sys.executable, str(REPO / "sweeps" / "status.py"), "--name", "quick",
+                             "--mlflow-uri", uri, "--out", str(tmp / "status")],
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr[-3000:]
+    lines = status.stdout.splitlines()
+    pre = next(line.split() for line in lines if line.startswith("pretrain"))
+    ft = next(line.split() for line in lines if line.startswith("finetune"))
+    # stage planned finished running failed mean_busy_s
+    assert pre[1:5] == ["2", "2", "0", "0"] and ft[1:5] == ["12", "11", "0", "1"], lines
+    ours = pd.read_csv(tmp / "status" / "results.csv")
+    theirs = pd.read_csv(tmp / "runs" / "quick" / "results.csv")
+    key = ["task", "backbone", "regime", "split", "metric"]
+    merged = ours.merge(theirs, on=key, suffixes=("", "_sweep"))
+    assert len(merged) == len(theirs) == len(ours)
+    assert (merged["n"] == merged["n_sweep"]).all()
+    assert ((merged["mean"] - merged["mean_sweep"]).abs() < 1e-9).all()
+
+    missing = subprocess.run([sys.executable, str(REPO / "sweeps" / "status.py"), "--name", "nope",
+                              "--mlflow-uri", uri], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no sweep named 'nope'" in missing.stderr
+
+
 def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     cmd = sweep_cmd(tmp_path, "killed")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

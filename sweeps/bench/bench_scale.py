@@ -91,6 +91,7 @@ def measure(size: str, args: argparse.Namespace) -> dict:
         out[f"pretrain_{table_model}_s_per_step"] = median_step()
 
     task = load_task(spec, dataset, "customer-churn")
+    out["finetune_nodes"], out["finetune_rows"] = _finetune_batch_size(graph, task, args)
     callback, median_step = _step_timer()
     cfg = FinetuneConfig(mode="B", max_steps=args.ft_steps, eval_every=args.ft_steps, seed=args.seed)
     finetune(graph, task, "customer-churn", cfg, BackboneConfig(table_model=args.ft_backbone),
@@ -98,6 +99,23 @@ def measure(size: str, args: argparse.Namespace) -> dict:
     out[f"finetune_{args.ft_backbone}_s_per_step"] = median_step()
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     return out
+
+
+def _finetune_batch_size(graph, task, args: argparse.Namespace) -> tuple[int, int]:
+    """Nodes and distinct rows of one fine-tuning batch (512 training seeds, fan-out 128)."""
+    import torch
+
+    from relcore.finetune import SplitTable
+    from relcore.sampling import TemporalNeighborSampler
+
+    train = SplitTable.of(task, "train")
+    gen = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(train.ids), generator=gen)[:512]
+    batch = TemporalNeighborSampler(graph, 128, num_layers=2).sample(
+        task.entity_table, train.ids[idx], train.times[idx], generator=gen)
+    nodes = sum(batch[t].num_nodes or 0 for t in batch.node_types)
+    rows = sum(len(batch[t].tf) for t in batch.node_types if "tf" in batch[t])
+    return int(nodes), int(rows)
 
 
 def run_child(size: str, args: argparse.Namespace) -> dict:
@@ -120,6 +138,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     ft_col = f"finetune_{args.ft_backbone}_s_per_step"
     head = ["database", "rows", "links", "graph build s", "peak RSS GiB",
             *[f"pretrain {c.split('_')[1]} s/step" for c in pt_cols], f"fine-tune {args.ft_backbone} s/step",
+            "fine-tune batch: nodes (distinct rows)",
             "child wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -128,6 +147,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
             continue
         cells = [f"synthetic:{r['size']}", f"{r['rows']:,}", f"{r['links']:,}", f"{r['build_s']:.1f}",
                  f"{r['peak_rss_gib']:.2f}", *[f"{r[c]:.3f}" for c in pt_cols], f"{r[ft_col]:.3f}",
+                 f"{r['finetune_nodes']:,} ({r['finetune_rows']:,})",
                  f"{r['wall_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     base = next((r for r in results if "error" not in r), None)

@@ -1,0 +1,143 @@
+"""Where a sweep stands, read from its MLflow store: trials per stage, time left, and the
+top-5 table over the fine-tuning trials finished so far.
+
+A paper-scale sweep runs for hours and is resumed across interruptions; this answers
+"how far is it, and what does it say yet" without touching the sweep::
+
+    python sweeps/status.py --name rel-f1-paper --mlflow-uri sqlite:///mlruns.db [--out DIR]
+
+With ``--out`` the partial ``results.csv`` (the sweep's own columns) and ``results.md``
+are written there. Cells with fewer trials than the full grid gives are partial: the
+``n`` column says how many trials each mean is over (top-5 of those finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+
+if __package__ in (None, ""):  # run as a script: make `sweeps` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweeps import aggregate, report  # noqa: E402
+from sweeps.space import Grid  # noqa: E402
+
+
+def _runs(client: MlflowClient, experiment_id: str, query: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=query, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def planned_trials(stage_params: dict[str, str], stage: str, pretrain_done: int) -> int | None:
+    """Trials the stage's grid holds (from the parameters its parent run logged)."""
+    try:
+        grid = Grid(**{k.split(".", 1)[1]: ast.literal_eval(v) for k, v in stage_params.items()
+                       if k.startswith("grid.")})
+    except (ValueError, SyntaxError, TypeError):
+        return None
+    n_pre = (len(grid.backbones) * len(grid.layers) * len(grid.aggr) * len(grid.corruption)
+             * grid.pretrain_seeds)
+    if stage == "pretrain":
+        return n_pre
+    tasks = [t for t in stage_params.get("tasks", "").split(",") if t]
+    n_b = len(grid.backbones) * len(grid.layers) * len(grid.aggr) * grid.baseline_seeds
+    return len(tasks) * (n_b + 2 * (pretrain_done or n_pre))
+
+
+def stage_table(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
+    """One row per stage: planned, finished, running, failed trials and busy time."""
+    rows, pretrain_done, first_params = [], 0, None
+    for stage in ("pretrain", "finetune"):
+        parents = _runs(client, experiment_id, f"tags.kind = 'stage' and tags.stage = '{stage}'")
+        if parents and first_params is None:
+            first_params = parents[0].data.params  # the fine-tuning grid is the pretraining one
+        trials = _runs(client, experiment_id, f"tags.kind = 'trial' and tags.stage = '{stage}'")
+        status = pd.Series([r.info.status for r in trials], dtype=object)
+        busy = [r.data.metrics.get("busy_s", r.data.metrics.get("time_total_s", math.nan))
+                for r in trials if r.info.status == "FINISHED"]
+        finished = int((status == "FINISHED").sum())
+        params = parents[0].data.params if parents else first_params
+        planned = planned_trials(params, stage, pretrain_done) if params else None
+        if stage == "pretrain":
+            pretrain_done = finished
+        rows.append({"stage": stage, "planned": planned, "finished": finished,
+                     "running": int((status == "RUNNING").sum()), "failed": int((status == "FAILED").sum()),
+                     "mean_busy_s": float(pd.Series(busy).mean()) if busy else math.nan})
+    table = pd.DataFrame(rows)
+    table["planned"] = table["planned"].astype("Int64")
+    return table
+
+
+def finished_finetune_trials(client: MlflowClient, experiment_id: str, dataset: str) -> pd.DataFrame:
+    """Finished fine-tuning trials in :func:`sweeps.aggregate.top_k`'s input format."""
+    rows = []
+    for r in _runs(client, experiment_id, "tags.kind = 'trial' and tags.stage = 'finetune'"):
+        if r.info.status != "FINISHED":
+            continue
+        m, tags = r.data.metrics, r.data.tags
+        metric = "roc_auc" if "best/val/roc_auc" in m else "mae"
+        row = {"dataset": dataset, "task": tags.get("task"), "backbone": tags.get("table_model"),
+               "regime": tags.get("regime"), "key": tags.get("trial_key"), "metric": metric,
+               "higher": metric == "roc_auc"}
+        row.update({k[len("best/"):]: v for k, v in m.items() if k.startswith(("best/val/", "best/test/"))})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", required=True, help="the sweep's --name (its MLflow experiment)")
+    p.add_argument("--mlflow-uri", default="sqlite:///mlruns.db")
+    p.add_argument("--slots", type=int, default=0, help="trials run at once (default: those running now)")
+    p.add_argument("--out", help="write the partial results.csv and results.md here")
+    args = p.parse_args(argv)
+
+    if args.mlflow_uri.startswith("sqlite:///") and not Path(args.mlflow_uri[len("sqlite:///"):]).is_file():
+        print(f"status: no MLflow store at {args.mlflow_uri}", file=sys.stderr)  # do not create one
+        return 2
+    client = MlflowClient(args.mlflow_uri)
+    exp = client.get_experiment_by_name(args.name)
+    if exp is None:
+        print(f"status: no sweep named '{args.name}' in {args.mlflow_uri}", file=sys.stderr)
+        return 2
+    stages = stage_table(client, exp.experiment_id)
+    pre_params = _runs(client, exp.experiment_id, "tags.kind = 'stage' and tags.stage = 'pretrain'")
+    dataset = pre_params[0].data.params.get("dataset", "?") if pre_params else "?"
+    slots = args.slots or max(int(stages["running"].sum()), 1)
+    print(f"sweep '{args.name}' on {dataset} ({args.mlflow_uri})")
+    print(stages.to_string(index=False))
+    left = 0.0
+    for _, s in stages.iterrows():
+        if s["planned"] is not None and not math.isnan(s["mean_busy_s"]):
+            left += max(s["planned"] - s["finished"], 0) * s["mean_busy_s"]
+    if left:
+        print(f"time left at {slots} trial(s) at once, from finished trials' mean busy time: "
+              f"~{left / slots / 3600:.1f} h (a stage with no finished trial yet is not counted)")
+
+    results = aggregate.top_k(finished_finetune_trials(client, exp.experiment_id, dataset))
+    if results.empty:
+        print("no fine-tuning trial has finished yet")
+        return 0
+    print(report.results_markdown(results))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        results.to_csv(out / "results.csv", index=False)
+        (out / "results.md").write_text(report.results_markdown(results) + "\n")
+        print(f"status: wrote {out / 'results.csv'} and {out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
