@@ -39,7 +39,7 @@ def _runs(client: MlflowClient, experiment_id: str, query: str) -> list:
             return runs
 
 
-def planned_trials(stage_params: dict[str, str], stage: str, pretrain_done: int) -> int | None:
+def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
     """Trials the stage's grid holds (from the parameters its parent run logged)."""
     try:
         grid = Grid(**{k.split(".", 1)[1]: ast.literal_eval(v) for k, v in stage_params.items()
@@ -52,12 +52,12 @@ def planned_trials(stage_params: dict[str, str], stage: str, pretrain_done: int)
         return n_pre
     tasks = [t for t in stage_params.get("tasks", "").split(",") if t]
     n_b = len(grid.backbones) * len(grid.layers) * len(grid.aggr) * grid.baseline_seeds
-    return len(tasks) * (n_b + 2 * (pretrain_done or n_pre))
+    return len(tasks) * (n_b + 2 * n_pre)  # B trials + P and P&F per pretraining checkpoint
 
 
 def stage_table(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
     """One row per stage: planned, finished, running, failed trials and busy time."""
-    rows, pretrain_done, first_params = [], 0, None
+    rows, first_params = [], None
     for stage in ("pretrain", "finetune"):
         parents = _runs(client, experiment_id, f"tags.kind = 'stage' and tags.stage = '{stage}'")
         if parents and first_params is None:
@@ -68,12 +68,13 @@ def stage_table(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
                 for r in trials if r.info.status == "FINISHED"]
         finished = int((status == "FINISHED").sum())
         params = parents[0].data.params if parents else first_params
-        planned = planned_trials(params, stage, pretrain_done) if params else None
-        if stage == "pretrain":
-            pretrain_done = finished
+        planned = planned_trials(params, stage) if params else None
+        done = parents[0].data.metrics if parents and parents[0].info.status == "FINISHED" else {}
         rows.append({"stage": stage, "planned": planned, "finished": finished,
                      "running": int((status == "RUNNING").sum()), "failed": int((status == "FAILED").sum()),
-                     "mean_busy_s": float(pd.Series(busy).mean()) if busy else math.nan})
+                     "mean_busy_s": float(pd.Series(busy).mean()) if busy else math.nan,
+                     # a finished stage: its wall time and the share of it that was not trial work
+                     "wall_s": done.get("wall_s", math.nan), "overhead_share": done.get("overhead_share", math.nan)})
     table = pd.DataFrame(rows)
     table["planned"] = table["planned"].astype("Int64")
     return table

@@ -167,6 +167,7 @@ class Sweep:
         print(f"run_grid: dataset {self.spec.name} ({graph.key}), tasks {', '.join(self.tasks) or 'none'}",
               flush=True)
         self.client = MlflowClient(self.args.mlflow_uri)
+        self.slots = max(info.cpus / max(self.args.cpus_per_trial, 1e-9), 1.0)  # trials at once
         self.experiment_id = tracking.get_experiment_id(self.client, self.args.name)
 
         pre = self._run_stage("pretrain", pretrain_trainable, self._pretrain_space(),
@@ -231,8 +232,11 @@ class Sweep:
                    for r in results if r.metrics)
         setup = sum(float(r.metrics.get("setup_s", 0.0) or 0.0) for r in results if r.metrics)
         failed = sum(r.error is not None for r in results)
+        slots = getattr(self, "slots", 1.0)
         tracking.finish_stage(self.client, parent, {"trials": len(results), "failed": failed,
-                                                    "wall_s": wall, "busy_s": busy, "setup_s": setup})
+                                                    "wall_s": wall, "busy_s": busy, "setup_s": setup,
+                                                    "slots": slots,
+                                                    "overhead_share": 1.0 - busy / (wall * slots) if wall else 0.0})
         outcome = StageOutcome(results, wall, busy, setup)
         self.outcomes[stage] = outcome
         return outcome

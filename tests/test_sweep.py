@@ -103,8 +103,9 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     lines = status.stdout.splitlines()
     pre = next(line.split() for line in lines if line.startswith("pretrain"))
     ft = next(line.split() for line in lines if line.startswith("finetune"))
-    # stage planned finished running failed mean_busy_s
+    # stage planned finished running failed mean_busy_s wall_s overhead_share
     assert pre[1:5] == ["2", "2", "0", "0"] and ft[1:5] == ["12", "11", "0", "1"], lines
+    assert float(ft[6]) > 0 and 0 <= float(ft[7]) < 1, lines
     ours = pd.read_csv(tmp / "status" / "results.csv")
     theirs = pd.read_csv(tmp / "runs" / "quick" / "results.csv")
     key = ["task", "backbone", "regime", "split", "metric"]
