@@ -1,0 +1,106 @@
+"""A sweep's rel-f1 ``results.csv`` next to the paper's Table 3 (top-5 mean, val / test).
+
+    .venv/bin/python sweeps/bench/paper_table.py runs/rel-f1-paper/results.csv
+
+prints one markdown row per (task, backbone, regime): the paper's val / test, ours
+(mean ± std over n trials), and test(ours) − test(paper); then, per task and backbone,
+whether P&F beats B on test and by how much (AUROC: higher is better; MAE: lower).
+Works on a partial ``results.csv`` from ``sweeps/status.py --out`` too: ``n`` says how
+many finished trials each cell is over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+# Peleška & Šír (2025), Table 3, rel-f1: (val, test); AUROC in %, MAE in positions.
+PAPER: dict[tuple[str, str, str], tuple[float, float]] = {
+    ("driver-dnf", "linear", "B"): (72.42, 76.53), ("driver-dnf", "linear", "P"): (73.85, 75.58),
+    ("driver-dnf", "linear", "PF"): (73.05, 74.39),
+    ("driver-dnf", "resnet", "B"): (71.64, 77.78), ("driver-dnf", "resnet", "P"): (74.13, 75.55),
+    ("driver-dnf", "resnet", "PF"): (76.51, 76.81),
+    ("driver-top3", "linear", "B"): (76.51, 84.12), ("driver-top3", "linear", "P"): (79.01, 82.44),
+    ("driver-top3", "linear", "PF"): (77.52, 80.92),
+    ("driver-top3", "resnet", "B"): (75.57, 85.21), ("driver-top3", "resnet", "P"): (79.25, 82.09),
+    ("driver-top3", "resnet", "PF"): (80.95, 79.93),
+    ("driver-position", "linear", "B"): (3.317, 3.587), ("driver-position", "linear", "P"): (3.274, 3.596),
+    ("driver-position", "linear", "PF"): (3.175, 3.554),
+    ("driver-position", "resnet", "B"): (3.549, 3.871), ("driver-position", "resnet", "P"): (3.229, 3.638),
+    ("driver-position", "resnet", "PF"): (3.101, 3.469),
+}
+METRIC = {"driver-dnf": "roc_auc", "driver-top3": "roc_auc", "driver-position": "mae"}
+BACKBONE = {"linear": "Linear-SAGE", "resnet": "ResNet-SAGE"}
+REGIME = {"B": "B", "P": "P", "PF": "P&F"}
+
+
+def ours(results: pd.DataFrame, task: str, backbone: str, regime: str, split: str) -> tuple[float, float, int] | None:
+    """(mean, std, n) in the paper's units (AUROC x 100), or None when the cell is missing."""
+    metric = METRIC[task]
+    row = results[(results.task == task) & (results.backbone == backbone) & (results.regime == regime)
+                  & (results.split == split) & (results.metric == metric)]
+    if row.empty:
+        return None
+    scale = 100.0 if metric == "roc_auc" else 1.0
+    r = row.iloc[0]
+    return float(r["mean"]) * scale, float(r["std"]) * scale, int(r["n"])
+
+
+def _fmt(x: float, task: str) -> str:
+    return f"{x:.3f}" if METRIC[task] == "mae" else f"{x:.2f}"
+
+
+def table(results: pd.DataFrame) -> str:
+    lines = ["| task (metric) | backbone | regime | paper val / test | ours val / test | n | test: ours − paper |",
+             "|---|---|---|---|---|---|---|"]
+    for (task, backbone, regime), (p_val, p_test) in PAPER.items():
+        val, test = ours(results, task, backbone, regime, "val"), ours(results, task, backbone, regime, "test")
+        unit = "MAE" if METRIC[task] == "mae" else "AUROC"
+        if val is None or test is None:
+            cells = ["—", "0", "—"]
+        else:
+            cells = [f"{_fmt(val[0], task)} ± {_fmt(val[1], task)} / {_fmt(test[0], task)} ± {_fmt(test[1], task)}",
+                     str(test[2]), f"{test[0] - p_test:+.3f}" if unit == "MAE" else f"{test[0] - p_test:+.2f}"]
+        lines.append(f"| {task} ({unit}) | {BACKBONE[backbone]} | {REGIME[regime]} | "
+                     f"{_fmt(p_val, task)} / {_fmt(p_test, task)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pf_vs_b(results: pd.DataFrame) -> str:
+    """Where P&F beats B on test (ours and the paper's), by how much."""
+    lines = ["| task | backbone | ours: P&F − B (test) | paper: P&F − B (test) |", "|---|---|---|---|"]
+    for task in METRIC:
+        sign = -1.0 if METRIC[task] == "mae" else 1.0  # positive = P&F better
+        for backbone in BACKBONE:
+            b, pf = ours(results, task, backbone, "B", "test"), ours(results, task, backbone, "PF", "test")
+            paper = sign * (PAPER[(task, backbone, "PF")][1] - PAPER[(task, backbone, "B")][1])
+            mine = "—" if b is None or pf is None else f"{sign * (pf[0] - b[0]):+.3f}"
+            lines.append(f"| {task} | {BACKBONE[backbone]} | {mine} | {paper:+.3f} |")
+    lines.append("")
+    lines.append("(positive = P&F better than B: higher AUROC, lower MAE; AUROC in points)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("results_csv")
+    args = p.parse_args(argv)
+    try:
+        results = pd.read_csv(args.results_csv)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        print(f"paper_table: cannot read {args.results_csv}: {e}", file=sys.stderr)
+        return 2
+    missing = {"task", "backbone", "regime", "split", "metric", "mean", "std", "n"} - set(results.columns)
+    if missing:
+        print(f"paper_table: {args.results_csv} lacks columns {sorted(missing)}", file=sys.stderr)
+        return 2
+    print(table(results))
+    print()
+    print(pf_vs_b(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
