@@ -133,6 +133,7 @@ def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dic
 
     ``checkpoints`` maps a pretraining trial key to ``{"path": ..., "backbone": {...}}``.
     Each checkpoint is pretrained once and reused by every task and both regimes.
+    Trials come in :func:`round_robin` order over the result cells.
     """
     g = preset.grid
     trials = []
@@ -149,7 +150,25 @@ def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dic
                 trials.append(_ft_trial(dataset, task, regime, ckpt["backbone"]["table_model"],
                                         ckpt["backbone"], ckpt["path"], key,
                                         replace(preset.finetune, mode=regime), limits))
-    return trials
+    return round_robin(trials)
+
+
+def round_robin(trials: list[dict]) -> list[dict]:
+    """Interleave trials over the (task, backbone, regime) cells of the results table.
+
+    Tune starts trials in list order, so a sweep stopped part-way (hours into the paper
+    grid) has a few trials in every cell instead of every trial of the first cells:
+    ``sweeps/status.py``'s partial table is then an early estimate of the whole one.
+    Within a cell the order is kept.
+    """
+    cells: dict[tuple, list[dict]] = {}
+    for t in trials:
+        cells.setdefault((t["task"], t["table_model"], t["regime"]), []).append(t)
+    queues = list(cells.values())
+    out = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
 
 
 def _ft_trial(dataset, task, regime, table_model, backbone, checkpoint, key, cfg, limits) -> dict:
