@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
+import threading
 import tempfile
 import time
 import urllib.request
@@ -225,9 +228,18 @@ class Sweep:
                                    callbacks=[tracking.TrialRunLogger(self.args.mlflow_uri, self.args.name,
                                                                       stage, parent, stoppers.reasons),
                                               ProgressLine(stage, total)]))
+        self._catch_stop_signals()
         grid = tuner.fit()
         results = [grid[i] for i in range(len(grid))]
         wall = time.time() - start
+        unfinished = len(grid) - grid.num_terminated - grid.num_errors
+        if self.stop_signal is not None or unfinished:
+            # Tune saved its state and returned early: the next stage must not start from a
+            # partial set of checkpoints, and the summary must not aggregate a partial grid.
+            self.client.set_terminated(parent, status="KILLED")
+            why = signal.Signals(self.stop_signal).name if self.stop_signal else f"{unfinished} trial(s) unfinished"
+            raise RelcoreError(f"{stage} stage interrupted ({why}): its state is saved; continue with "
+                               "the same command plus --resume")
         busy = sum(float(r.metrics.get("busy_s", r.metrics.get("time_total_s", 0.0)) or 0.0)
                    for r in results if r.metrics)
         setup = sum(float(r.metrics.get("setup_s", 0.0) or 0.0) for r in results if r.metrics)
@@ -240,6 +252,28 @@ class Sweep:
         outcome = StageOutcome(results, wall, busy, setup)
         self.outcomes[stage] = outcome
         return outcome
+
+    def _catch_stop_signals(self) -> None:
+        """Ctrl-C (SIGINT) or SIGTERM (a batch scheduler's) ends the sweep cleanly.
+
+        Tune's own SIGINT handler is disabled (it is installed per ``fit()`` and a second
+        stage's is not reliably the one that fires); ours records the signal and raises
+        SIGUSR1, on which the running ``fit()`` checkpoints its state and returns.
+        """
+        self.stop_signal = getattr(self, "stop_signal", None)
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def stop(signum: int, frame) -> None:
+            if self.stop_signal is None:
+                print(f"run_grid: {signal.Signals(signum).name} received: saving the sweep's state "
+                      "(resume with --resume)", flush=True)
+            self.stop_signal = signum
+            signal.raise_signal(signal.SIGUSR1)
+
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
 
     def _checkpoints(self, results: list) -> dict[str, dict]:
         """Best checkpoint of every successful pretraining trial (best one per key)."""

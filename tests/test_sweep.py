@@ -153,6 +153,41 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     assert sum(r.data.tags.get("kind") == "summary" for r in runs) == 1
 
 
+def test_sigint_during_pretraining_stops_before_fine_tuning(tmp_path):
+    """Ctrl-C makes Tune return early: the sweep must stop, not fine-tune partial checkpoints."""
+    # one paper-preset pretraining trial (validation every 50 steps) and 3 short fine-tuning trials
+    extra = ("--preset", "paper", "--backbones", "linear", "--layers", "2", "--aggr", "sum", "--corruption", "0.2",
+             "--tasks", "customer-churn", "--seeds", "1", "--pretrain-steps", "300", "--finetune-steps", "20")
+    proc = subprocess.Popen(sweep_cmd(tmp_path, "sigint", *extra), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "mlruns.db"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until pretraining trials report
+        time.sleep(1)
+        try:
+            _, runs = runs_of(tmp_path, "sigint")
+        except Exception:
+            continue
+        if db.exists() and any(r.data.metrics.get("step", 0) >= 50 for r in trial_runs(runs, "pretrain")):
+            break
+    else:
+        proc.kill()
+        pytest.fail("pretraining never reported")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0, (out[-3000:], err[-3000:])
+    assert "pretrain stage interrupted" in err and "--resume" in err, err[-2000:]
+    _, runs = runs_of(tmp_path, "sigint")
+    assert trial_runs(runs, "finetune") == [] and not (tmp_path / "ray" / "sigint-finetune").exists()
+
+    done = run_sweep(tmp_path, "sigint", *extra, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = runs_of(tmp_path, "sigint")
+    for stage, n in {"pretrain": 1, "finetune": 3}.items():
+        keys = Counter(r.data.tags["trial_key"] for r in trial_runs(runs, stage))
+        assert len(keys) == n and set(keys.values()) == {1}, keys
+
+
 def test_existing_sweep_needs_resume(quick_sweep):
     tmp, _, _ = quick_sweep
     out = run_sweep(tmp, "quick")
