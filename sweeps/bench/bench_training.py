@@ -154,7 +154,8 @@ class RelcorePretrain:
                                               bcfg.channels, n_max=cfg.n_max)
         self.model = ContrastiveStep(self.backbone, self.objective)
         self.model.train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # as relcore.pretrain: fused Adam (the peers keep their own code's optimiser)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
 
     def step(self) -> None:
         clean = self.sampler.sample(self.cfg.batch_size, generator=self.gen)
@@ -282,7 +283,7 @@ class RelcoreFinetune:
                                GraphMeta.from_graph(graph))
         self.model = TaskModel(backbone, entity)
         params = freeze_for_mode(self.model, mode)
-        self.optimizer = torch.optim.Adam(params, lr=args.ft_lr)
+        self.optimizer = torch.optim.Adam(params, lr=args.ft_lr, fused=True)  # as relcore.finetune
         self.row_cache, self.cache_seconds = None, 0.0
         if mode == "P":  # a fresh frozen backbone: right cost, meaningless metric
             start = time.perf_counter()
