@@ -96,12 +96,28 @@ def finished_finetune_trials(client: MlflowClient, experiment_id: str, dataset: 
     return pd.DataFrame(rows)
 
 
+def trial_list(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
+    """Every trial run: stage, key, status, last step, best validation value, busy time."""
+    rows = []
+    for r in _runs(client, experiment_id, "tags.kind = 'trial'"):
+        m = r.data.metrics
+        best = next((m[k] for k in ("best/val/loss", "best/val/roc_auc", "best/val/mae") if k in m), math.nan)
+        rows.append({"stage": r.data.tags.get("stage"), "key": r.data.tags.get("trial_key"),
+                     "status": r.info.status, "stop": r.data.tags.get("stop_reason", ""),
+                     "step": int(m.get("step", 0)), "best_val": best,
+                     "busy_s": m.get("busy_s", m.get("time_total_s", math.nan))})
+    table = pd.DataFrame(rows, columns=["stage", "key", "status", "stop", "step", "best_val", "busy_s"])
+    return table.sort_values(["stage", "key"], ascending=[False, True], kind="mergesort")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="the sweep's --name (its MLflow experiment)")
     p.add_argument("--mlflow-uri", default="sqlite:///mlruns.db")
     p.add_argument("--slots", type=int, default=0, help="trials run at once (default: those running now)")
     p.add_argument("--out", help="write the partial results.csv and results.md here")
+    p.add_argument("--trials", action="store_true", help="also list every trial (best/val is loss "
+                   "for pretraining, the task's metric for fine-tuning)")
     args = p.parse_args(argv)
 
     if args.mlflow_uri.startswith("sqlite:///") and not Path(args.mlflow_uri[len("sqlite:///"):]).is_file():
@@ -126,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"time left at {slots} trial(s) at once, from finished trials' mean busy time: "
               f"~{left / slots / 3600:.1f} h (a stage with no finished trial yet is not counted)")
 
+    if args.trials:
+        print(trial_list(client, exp.experiment_id).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     results = aggregate.top_k(finished_finetune_trials(client, exp.experiment_id, dataset))
     if results.empty:
         print("no fine-tuning trial has finished yet")

@@ -97,7 +97,7 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     assert out.returncode == 0, out.stderr[-3000:]
     uri = f"sqlite:///{tmp / 'mlruns.db'}"
     status = subprocess.run([sys.executable, str(REPO / "sweeps" / "status.py"), "--name", "quick",
-                             "--mlflow-uri", uri, "--out", str(tmp / "status")],
+                             "--mlflow-uri", uri, "--out", str(tmp / "status"), "--trials"],
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr[-3000:]
     lines = status.stdout.splitlines()
@@ -106,6 +106,9 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     # stage planned finished running failed mean_busy_s wall_s overhead_share
     assert pre[1:5] == ["2", "2", "0", "0"] and ft[1:5] == ["12", "11", "0", "1"], lines
     assert float(ft[6]) > 0 and 0 <= float(ft[7]) < 1, lines
+    listed = [line.split() for line in lines if line.split()[:1] in (["pretrain"], ["finetune"])
+              and len(line.split()) >= 6 and line.split()[2] in ("FINISHED", "FAILED", "RUNNING")]
+    assert len(listed) == 14 and sum(row[2] == "FAILED" for row in listed) == 1, lines
     ours = pd.read_csv(tmp / "status" / "results.csv")
     theirs = pd.read_csv(tmp / "runs" / "quick" / "results.csv")
     key = ["task", "backbone", "regime", "split", "metric"]
@@ -124,7 +127,7 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     db = tmp_path / "mlruns.db"
-    deadline = time.time() + 300
+    deadline = time.time() + 600  # generous: a loaded host slows Ray's start and the trials
     try:
         while time.time() < deadline:  # wait until fine-tuning trials are being logged
             time.sleep(2)
