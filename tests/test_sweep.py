@@ -37,6 +37,15 @@ def runs_of(tmp: Path, name: str):
     return client, client.search_runs([exp.experiment_id], max_results=1000)
 
 
+def reported_trials(stage_dir: Path) -> list[Path]:
+    """Trials of a running stage that reported at least once, read from Tune's files.
+
+    Polling the MLflow store instead would race the sweep: a client opening the SQLite
+    file before the sweep has created its tables creates them too.
+    """
+    return [p for p in stage_dir.glob("*/progress.csv") if len(p.read_text().splitlines()) >= 2]
+
+
 def trial_runs(runs, stage):
     return [r for r in runs if r.data.tags.get("kind") == "trial" and r.data.tags.get("stage") == stage]
 
@@ -126,18 +135,12 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     cmd = sweep_cmd(tmp_path, "killed")
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    db = tmp_path / "mlruns.db"
     deadline = time.time() + 600  # generous: a loaded host slows Ray's start and the trials
     try:
-        while time.time() < deadline:  # wait until fine-tuning trials are being logged
+        while time.time() < deadline:  # wait until fine-tuning trials have reported
             time.sleep(2)
-            if db.exists():
-                try:
-                    _, runs = runs_of(tmp_path, "killed")
-                except Exception:
-                    continue
-                if len(trial_runs(runs, "finetune")) >= 2:
-                    break
+            if len(reported_trials(tmp_path / "ray" / "killed-finetune")) >= 2:
+                break
         else:
             pytest.fail("sweep never reached fine-tuning")
     finally:
@@ -163,15 +166,10 @@ def test_sigint_during_pretraining_stops_before_fine_tuning(tmp_path):
              "--tasks", "customer-churn", "--seeds", "1", "--pretrain-steps", "300", "--finetune-steps", "20")
     proc = subprocess.Popen(sweep_cmd(tmp_path, "sigint", *extra), cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    db = tmp_path / "mlruns.db"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait until pretraining trials report
+    deadline = time.time() + 600
+    while time.time() < deadline:  # wait until the pretraining trial has reported
         time.sleep(1)
-        try:
-            _, runs = runs_of(tmp_path, "sigint")
-        except Exception:
-            continue
-        if db.exists() and any(r.data.metrics.get("step", 0) >= 50 for r in trial_runs(runs, "pretrain")):
+        if reported_trials(tmp_path / "ray" / "sigint-pretrain"):
             break
     else:
         proc.kill()
