@@ -181,7 +181,8 @@ class Sweep:
         ft = self._run_stage("finetune", finetune_trainable, {"trial": tune.grid_search(ft_trials)},
                              self.args.finetune_time_limit, self.preset.finetune.patience, len(ft_trials))
         results = aggregate.top_k(self._trial_table(ft.results))
-        self._summary(results, pre, ft, time.time() - start, info.cpus)
+        # resumed: the stages' accumulated wall time, not only this run's
+        self._summary(results, pre, ft, max(time.time() - start, pre.wall_s + ft.wall_s), info.cpus)
         return results
 
     def _pretrain_space(self) -> dict:
@@ -199,6 +200,9 @@ class Sweep:
         parent = tracking.stage_run(self.client, self.experiment_id, stage, {
             "dataset": self.spec.name, "preset": self.args.preset, "search": self.args.search,
             "grid": vars(self.preset.grid), "tasks": ",".join(self.tasks)})
+        # A resumed stage's wall time continues from its earlier runs, so that its busy time
+        # (which counts every trial, also those finished before) is not set against this run's alone.
+        prior_wall = self.client.get_run(parent).data.metrics.get("wall_s", 0.0) if self.args.resume else 0.0
         resources = {"cpu": self.args.cpus_per_trial, "gpu": self.args.gpus_per_trial}
         if self.args.memory_per_trial > 0:
             resources["memory"] = self.args.memory_per_trial * 2**30
@@ -231,11 +235,12 @@ class Sweep:
         self._catch_stop_signals()
         grid = tuner.fit()
         results = [grid[i] for i in range(len(grid))]
-        wall = time.time() - start
+        wall = prior_wall + time.time() - start
         unfinished = len(grid) - grid.num_terminated - grid.num_errors
         if self.stop_signal is not None or unfinished:
             # Tune saved its state and returned early: the next stage must not start from a
             # partial set of checkpoints, and the summary must not aggregate a partial grid.
+            self.client.log_metric(parent, "wall_s", wall)
             self.client.set_terminated(parent, status="KILLED")
             why = signal.Signals(self.stop_signal).name if self.stop_signal else f"{unfinished} trial(s) unfinished"
             raise RelcoreError(f"{stage} stage interrupted ({why}): its state is saved; continue with "

@@ -180,6 +180,9 @@ def test_sigint_during_pretraining_stops_before_fine_tuning(tmp_path):
     assert "pretrain stage interrupted" in err and "--resume" in err, err[-2000:]
     _, runs = runs_of(tmp_path, "sigint")
     assert trial_runs(runs, "finetune") == [] and not (tmp_path / "ray" / "sigint-finetune").exists()
+    stage = next(r for r in runs if r.data.tags.get("kind") == "stage" and r.data.tags.get("stage") == "pretrain")
+    assert stage.info.status == "KILLED" and stage.data.metrics["wall_s"] > 0
+    first_wall = stage.data.metrics["wall_s"]
 
     done = run_sweep(tmp_path, "sigint", *extra, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -187,6 +190,10 @@ def test_sigint_during_pretraining_stops_before_fine_tuning(tmp_path):
     for stage, n in {"pretrain": 1, "finetune": 3}.items():
         keys = Counter(r.data.tags["trial_key"] for r in trial_runs(runs, stage))
         assert len(keys) == n and set(keys.values()) == {1}, keys
+    # the resumed stage's wall time includes the interrupted run's, so the share is a share
+    stage = next(r for r in runs if r.data.tags.get("kind") == "stage" and r.data.tags.get("stage") == "pretrain")
+    assert stage.info.status == "FINISHED" and stage.data.metrics["wall_s"] > first_wall
+    assert 0 <= stage.data.metrics["overhead_share"] < 1
 
 
 def test_existing_sweep_needs_resume(quick_sweep):
