@@ -108,8 +108,17 @@ class SplitTable:
 
     @classmethod
     def of(cls, task: EntityTask, split: str) -> "SplitTable":
+        """The split in a fixed row order: (seed time, entity, target).
+
+        relbench builds task tables with unordered DuckDB queries, so their row order
+        changes from process to process; batches drawn by position would then differ
+        between two runs with the same seed.
+        """
         table = task.get_table(split, mask_input_cols=False)
-        df = table.df
+        df = table.df.sort_values([task.time_col, task.entity_col, task.target_col],
+                                  kind="mergesort").reset_index(drop=True)
+        table = Table(df=df, fkey_col_to_pkey_table=table.fkey_col_to_pkey_table,
+                      pkey_col=table.pkey_col, time_col=table.time_col)
         return cls(
             table=table,
             ids=torch.from_numpy(df[task.entity_col].astype(int).to_numpy()),

@@ -45,6 +45,17 @@ def test_graph_beats_row_only_baseline(synthetic_graph, churn):
     assert graph.test["roc_auc"] > 0.7
 
 
+def test_split_tables_have_a_fixed_row_order(synthetic_dataset):
+    """relbench's DuckDB-built task tables come in any order; the split tables must not."""
+    from relcore.finetune import SplitTable
+
+    a = SplitTable.of(load_task(SPEC, synthetic_dataset, "customer-churn"), "train")
+    b = SplitTable.of(load_task(SPEC, synthetic_dataset, "customer-churn"), "train")
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.times, b.times) and torch.equal(a.y, b.y)
+    assert bool((a.times[1:] >= a.times[:-1]).all())
+    assert list(a.table.df.index) == list(range(len(a.ids)))  # evaluate() sees the same order
+
+
 def test_bf16_mixed_precision_learns_like_fp32(synthetic_graph, churn):
     """bf16 autocast changes the products' rounding, not what the model learns."""
     bb = BackboneConfig(table_model="resnet")
