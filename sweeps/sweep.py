@@ -105,6 +105,8 @@ class Sweep:
     tasks: list[str]
     storage: str
     outcomes: dict[str, StageOutcome] = field(default_factory=dict)
+    slots: float = 1.0  # trials at once (cluster CPUs / --cpus-per-trial), set on connect
+    stop_signal: int | None = None  # SIGINT/SIGTERM received while a stage ran
 
     # --- validation (nothing runs before all of it passed) ------------------------------
     @classmethod
@@ -249,7 +251,7 @@ class Sweep:
                    for r in results if r.metrics)
         setup = sum(float(r.metrics.get("setup_s", 0.0) or 0.0) for r in results if r.metrics)
         failed = sum(r.error is not None for r in results)
-        slots = getattr(self, "slots", 1.0)
+        slots = self.slots
         tracking.finish_stage(self.client, parent, {"trials": len(results), "failed": failed,
                                                     "wall_s": wall, "busy_s": busy, "setup_s": setup,
                                                     "slots": slots,
@@ -265,7 +267,6 @@ class Sweep:
         stage's is not reliably the one that fires); ours records the signal and raises
         SIGUSR1, on which the running ``fit()`` checkpoints its state and returns.
         """
-        self.stop_signal = getattr(self, "stop_signal", None)
         if threading.current_thread() is not threading.main_thread():
             return
 

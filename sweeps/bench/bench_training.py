@@ -271,6 +271,17 @@ class SeedOrder:
         return idx
 
 
+@torch.no_grad()
+def predict_temporal(sampler, entity: str, split: SplitTable, batch_size: int, forward) -> np.ndarray:
+    """Sigmoid scores of ``forward`` on the split's temporal batches (fixed neighbourhoods)."""
+    gen = torch.Generator().manual_seed(1)
+    parts = []
+    for lo in range(0, len(split.ids), batch_size):
+        sl = slice(lo, lo + batch_size)
+        parts.append(forward(sampler.sample(entity, split.ids[sl], split.times[sl], generator=gen)))
+    return torch.sigmoid(torch.cat(parts)).numpy()
+
+
 class RelcoreFinetune:
     """relcore's fine-tuning step (the body of :func:`relcore.finetune.finetune`'s loop)."""
 
@@ -312,17 +323,13 @@ class RelcoreFinetune:
         self.optimizer.step()
         self.steps += 1
 
-    @torch.no_grad()
     def predict(self, split: SplitTable, batch_size: int) -> np.ndarray:
         self.model.eval()
-        gen = torch.Generator().manual_seed(1)
-        parts = []
-        for lo in range(0, len(split.ids), batch_size):
-            sl = slice(lo, lo + batch_size)
-            batch = self.sampler.sample(self.entity, split.ids[sl], split.times[sl], generator=gen)
+
+        def forward(batch):
             with autocast(torch.device("cpu"), self.precision):
-                parts.append(self.model(batch, self.row_cache).float())
-        return torch.sigmoid(torch.cat(parts)).numpy()
+                return self.model(batch, self.row_cache).float()
+        return predict_temporal(self.sampler, self.entity, split, batch_size, forward)
 
 
 class RelBenchPyG:
@@ -392,15 +399,9 @@ class RelBenchTemporal(RelcoreFinetune):
         self.optimizer.step()
         self.steps += 1
 
-    @torch.no_grad()
     def predict(self, split: SplitTable, batch_size: int) -> np.ndarray:
         self.model.eval()
-        gen = torch.Generator().manual_seed(1)
-        parts = []
-        for lo in range(0, len(split.ids), batch_size):
-            sl = slice(lo, lo + batch_size)
-            parts.append(self._forward(self.sampler.sample(self.entity, split.ids[sl], split.times[sl], generator=gen)))
-        return torch.sigmoid(torch.cat(parts)).numpy()
+        return predict_temporal(self.sampler, self.entity, split, batch_size, self._forward)
 
 
 def bench_finetune(graph, spec, dataset, args, peer_error: str | None) -> None:
