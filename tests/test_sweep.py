@@ -132,14 +132,17 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
 
 
 def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
-    cmd = sweep_cmd(tmp_path, "killed")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    # 3 B seeds: 20 fine-tuning trials, so the stage is still running when the first one has
+    # reported, on a fast idle host too (with 12 a fast host finished between two polls)
+    extra = ("--seeds", "3")
+    expected = {"pretrain": 2, "finetune": 20}
+    proc = subprocess.Popen(sweep_cmd(tmp_path, "killed", *extra), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600  # generous: a loaded host slows Ray's start and the trials
     try:
-        while time.time() < deadline:  # wait until fine-tuning trials have reported
-            time.sleep(2)
-            if len(reported_trials(tmp_path / "ray" / "killed-finetune")) >= 2:
+        while time.time() < deadline:  # kill as soon as a fine-tuning trial has reported
+            time.sleep(0.2)
+            if reported_trials(tmp_path / "ray" / "killed-finetune"):
                 break
         else:
             pytest.fail("sweep never reached fine-tuning")
@@ -147,15 +150,19 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, like a machine loss
         proc.wait()
     _, runs = runs_of(tmp_path, "killed")
-    assert "summary" not in {r.data.tags.get("kind") for r in runs}
+    assert "summary" not in {r.data.tags.get("kind") for r in runs}, "the sweep finished before the kill"
+    done_before = {r.data.tags["trial_key"]: r.info.run_id
+                   for r in trial_runs(runs, "finetune") if r.info.status == "FINISHED"}
 
-    out = run_sweep(tmp_path, "killed", "--resume")
+    out = run_sweep(tmp_path, "killed", *extra, "--resume")
     assert out.returncode == 0, out.stderr[-3000:]
     _, runs = runs_of(tmp_path, "killed")
-    for stage, n in QUICK_TRIALS.items():
+    for stage, n in expected.items():
         keys = Counter(r.data.tags["trial_key"] for r in trial_runs(runs, stage))
         assert len(keys) == n and set(keys.values()) == {1}, keys
         assert all(r.info.status == "FINISHED" for r in trial_runs(runs, stage))
+    after = {r.data.tags["trial_key"]: r.info.run_id for r in trial_runs(runs, "finetune")}
+    assert all(after[key] == run_id for key, run_id in done_before.items())  # finished trials not rerun
     assert sum(r.data.tags.get("kind") == "summary" for r in runs) == 1
 
 
