@@ -99,6 +99,6 @@ def disjoint_union(a: HeteroData, b: HeteroData) -> HeteroData:
         if "time" in sa:
             so.time = torch.cat([sa.time, sb.time])
     for et in a.edge_types:
-        shift = torch.tensor([[a[et[0]].num_nodes], [a[et[2]].num_nodes]])
+        shift = torch.tensor([[a[et[0]].num_nodes], [a[et[2]].num_nodes]], device=a[et].edge_index.device)
         out[et].edge_index = torch.cat([a[et].edge_index, b[et].edge_index + shift], dim=1)
     return out
