@@ -20,6 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+from sweeps.stoppers import shared_stop_reasons
 from sweeps.space import trial_config
 
 DEFAULT_URI = "sqlite:///mlruns.db"
@@ -88,8 +89,12 @@ class TrialRunLogger(MLflowLoggerCallback):
         super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name,
                          tags={"mlflow.parentRunId": parent_run_id, "stage": stage, "kind": "trial"})
         self.stage = stage
-        self.reasons = reasons
+        self.reasons = reasons  # the stoppers' StopReasons: shared again after a resume
         self._last: dict[str, dict] = {}
+
+    def __setstate__(self, state: dict) -> None:  # tuner.pkl files saved before StopReasons
+        self.__dict__.update(state)
+        self.reasons = shared_stop_reasons(self.reasons)
 
     # Ray calls setup() in the driver before the first trial starts.
     def setup(self, *args, **kwargs):

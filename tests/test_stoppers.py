@@ -75,3 +75,37 @@ def test_wall_time_uses_trial_time():
     assert not stopper("a", {"time_total_s": 9.9})
     assert stopper("a", {"time_total_s": 10.0})
     assert "a" in reasons
+
+
+def test_patience_starts_over_when_a_trial_restarts():
+    """A resumed sweep restores the stoppers with the state of trials that were running;
+    those restart from their first step and must not inherit their old count."""
+    stopper = PatienceStopper(2, {})
+    assert not stopper("a", {"training_iteration": 1, "monitor": 0.9, "monitor_higher": 1.0})
+    assert not stopper("a", {"training_iteration": 2, "monitor": 0.5, "monitor_higher": 1.0})
+    # restart: the first attempt's best (0.9) and bad count (1) are forgotten
+    assert not stopper("a", {"training_iteration": 1, "monitor": 0.6, "monitor_higher": 1.0})
+    assert not stopper("a", {"training_iteration": 2, "monitor": 0.7, "monitor_higher": 1.0})
+    assert not stopper("a", {"training_iteration": 3, "monitor": 0.6, "monitor_higher": 1.0})
+    assert stopper("a", {"training_iteration": 4, "monitor": 0.6, "monitor_higher": 1.0})
+
+
+def test_stoppers_and_logger_share_reasons_after_unpickling(tmp_path):
+    """Tune pickles the stoppers and the MLflow logger apart; unpickled, they must still
+    share one table of stop reasons, or a resumed sweep logs 'completed' for every stop."""
+    from sweeps.tracking import TrialRunLogger
+
+    stoppers = TrialStoppers(time_limit_s=10, patience=1)
+    logger = TrialRunLogger(f"sqlite:///{tmp_path / 'm.db'}", "x", "finetune", "parent", stoppers.reasons)
+    restored_stoppers = ray.cloudpickle.loads(ray.cloudpickle.dumps(stoppers))
+    restored_logger = ray.cloudpickle.loads(ray.cloudpickle.dumps(logger))
+    assert restored_stoppers("t1", {"time_total_s": 11.0})
+    assert restored_logger.reasons["t1"].startswith("time_limit")
+    assert all(part.reasons is restored_stoppers.reasons for part in restored_stoppers.parts)
+
+    legacy = TrialStoppers(time_limit_s=10, patience=1)  # as pickled before StopReasons: a plain dict
+    legacy.reasons = {"t0": "early_stopping (patience 1)"}
+    for part in legacy.parts:
+        part.reasons = legacy.reasons
+    restored_legacy = ray.cloudpickle.loads(ray.cloudpickle.dumps(legacy))
+    assert restored_legacy.reasons is restored_logger.reasons and "t0" in restored_logger.reasons
