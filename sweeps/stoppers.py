@@ -10,7 +10,8 @@ summary (``final``) repeats the best value for searchers and is not an evaluatio
 
 Resuming (``--resume``) restores the stoppers from Tune's experiment state, with the
 state of trials that were running when the sweep stopped. Those trials restart from
-their first step, so a stopper forgets a trial whose ``training_iteration`` goes back.
+their first step, so a stopper forgets a trial whose ``training_iteration`` is 1 again
+or goes back.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class PatienceStopper(Stopper):
     def __call__(self, trial_id: str, result: dict) -> bool:
         iteration = result.get("training_iteration")
         if iteration is not None:
-            if iteration <= self._iteration.get(trial_id, 0):  # the trial restarted: a fresh count
+            # a first report, or one going back: the trial (re)started from scratch
+            if iteration == 1 or iteration <= self._iteration.get(trial_id, 0):
                 self._best.pop(trial_id, None)
                 self._bad.pop(trial_id, None)
             self._iteration[trial_id] = iteration

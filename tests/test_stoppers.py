@@ -89,6 +89,13 @@ def test_patience_starts_over_when_a_trial_restarts():
     assert not stopper("a", {"training_iteration": 3, "monitor": 0.6, "monitor_higher": 1.0})
     assert stopper("a", {"training_iteration": 4, "monitor": 0.6, "monitor_higher": 1.0})
 
+    # an experiment state saved before restarts were tracked: the restart still starts over
+    old = PatienceStopper(1, {})
+    assert not old("b", {"monitor": 0.9, "monitor_higher": 1.0})
+    del old.__dict__["_iteration"]
+    old = ray.cloudpickle.loads(ray.cloudpickle.dumps(old))
+    assert not old("b", {"training_iteration": 1, "monitor": 0.5, "monitor_higher": 1.0})
+
 
 def test_stoppers_and_logger_share_reasons_after_unpickling(tmp_path):
     """Tune pickles the stoppers and the MLflow logger apart; unpickled, they must still
