@@ -41,14 +41,21 @@ class RelativeTimeEncoder(HeteroTemporalEncoder):
 
     .. math::
         \mathbf{t}_v = \mathbf{W}_\phi\, \mathrm{PE}\big((t_{\text{seed}(v)} - t_v) / 86400\big) + \mathbf{b}_\phi
+
+    :math:`\mathbf{t}_v` depends on the node only through the time difference, and
+    batches repeat few of them (seeds share timestamps, rows share dates): the encoding
+    is computed once per distinct difference and looked up per node. Same values; on
+    rel-f1's 3-hop batches (2.5M nodes) it replaces most of a 2.5M x 128 x 128 product.
     """
 
     def forward(self, seed_time_dict: dict[str, Tensor],  # type: ignore[override]
                 time_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         for node_type, time in time_dict.items():
-            rel_days = (seed_time_dict[node_type] - time).to(torch.float32) / SECONDS_PER_DAY
-            out[node_type] = self.lin_dict[node_type](self.encoder_dict[node_type](rel_days))
+            delta, node_to_delta = torch.unique(seed_time_dict[node_type] - time, return_inverse=True)
+            rel_days = delta.to(torch.float32) / SECONDS_PER_DAY
+            encoded = self.lin_dict[node_type](self.encoder_dict[node_type](rel_days))
+            out[node_type] = encoded.index_select(0, node_to_delta)
         return out
 
 
