@@ -27,10 +27,15 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import scatter
 
 from relcore.models.config import BackboneConfig
+from relcore.models.factored import FactoredRows
 from relcore.models.meta import EdgeType, GraphMeta
 from relcore.models.table import make_table_model
 
 SECONDS_PER_DAY = 60 * 60 * 24
+# A node type's inputs stay look-ups when its nodes repeat rows and time differences this
+# often: then sparse products beat materialising them (measured on rel-f1: 2.1x faster
+# steps at 3 hops, where results repeat ~25x; 0.86x at 2 hops if every type is factored).
+FACTOR_MIN_REPEATS = 8
 
 
 class RelativeTimeEncoder(HeteroTemporalEncoder):
@@ -48,15 +53,20 @@ class RelativeTimeEncoder(HeteroTemporalEncoder):
     rel-f1's 3-hop batches (2.5M nodes) it replaces most of a 2.5M x 128 x 128 product.
     """
 
-    def forward(self, seed_time_dict: dict[str, Tensor],  # type: ignore[override]
-                time_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
+    def factors(self, seed_time_dict: dict[str, Tensor],
+                time_dict: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{node_type: (encodings of the distinct differences, node -> difference)}``."""
+        out: dict[str, tuple[Tensor, Tensor]] = {}
         for node_type, time in time_dict.items():
             delta, node_to_delta = torch.unique(seed_time_dict[node_type] - time, return_inverse=True)
             rel_days = delta.to(torch.float32) / SECONDS_PER_DAY
-            encoded = self.lin_dict[node_type](self.encoder_dict[node_type](rel_days))
-            out[node_type] = encoded.index_select(0, node_to_delta)
+            out[node_type] = (self.lin_dict[node_type](self.encoder_dict[node_type](rel_days)), node_to_delta)
         return out
+
+    def forward(self, seed_time_dict: dict[str, Tensor],  # type: ignore[override]
+                time_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {t: encoded.index_select(0, node_to_delta)
+                for t, (encoded, node_to_delta) in self.factors(seed_time_dict, time_dict).items()}
 
 
 class HeteroSAGE(HeteroGraphSAGE):
@@ -119,7 +129,7 @@ class HeteroSAGE(HeteroGraphSAGE):
             out: dict[str, Tensor] = {}
             for dst, ets in incoming.items():
                 n_dst = n_keep[dst]
-                x_dst = x_dict[dst][:n_dst]
+                x_dst = _first_rows(x_dict[dst], n_dst)
                 feats, weights = [x_dst], []
                 bias: Tensor | int = 0
                 w_root: Tensor | int = 0
@@ -130,7 +140,10 @@ class HeteroSAGE(HeteroGraphSAGE):
                     src_idx, dst_idx = edges[et]
                     bias = bias + sage.lin_l.bias
                     w_root = w_root + sage.lin_r.weight
-                    if x_src.size(0) < n_dst:
+                    if isinstance(x_src, FactoredRows):  # first layer of a temporal batch
+                        feats.append(x_src.aggregate(src_idx, dst_idx, n_dst, self.aggr))
+                        weights.append(sage.lin_l.weight)
+                    elif x_src.size(0) < n_dst:
                         # W(sum|mean of x_u) = sum|mean of W x_u: project the fewer rows
                         # (e.g. a race's vector once, not once per result row it reaches)
                         msg = (x_src @ sage.lin_l.weight.T).index_select(0, src_idx)
@@ -140,7 +153,8 @@ class HeteroSAGE(HeteroGraphSAGE):
                                              dim_size=n_dst, reduce=self.aggr))
                         weights.append(sage.lin_l.weight)
                 out[dst] = F.linear(torch.cat(feats, dim=1), torch.cat([w_root] + weights, dim=1), bias) + projected
-            x_dict = {t: norm_dict[t](out[t] if t in out else x[:n_keep[t]]).relu() for t, x in x_dict.items()}
+            x_dict = {t: norm_dict[t](out[t] if t in out else _first_rows(x, n_keep[t])).relu()
+                      for t, x in x_dict.items()}
         return x_dict
 
     def forward_reference(self, x_dict: dict[str, Tensor],
@@ -150,6 +164,10 @@ class HeteroSAGE(HeteroGraphSAGE):
             out = conv(x_dict, edge_index_dict)
             x_dict = {t: norm_dict[t](out.get(t, x)).relu() for t, x in x_dict.items()}
         return x_dict
+
+
+def _first_rows(x: Tensor | FactoredRows, n: int) -> Tensor:
+    return x.head(n) if isinstance(x, FactoredRows) else x[:n]
 
 
 class RDLBackbone(torch.nn.Module):
@@ -195,22 +213,25 @@ class RDLBackbone(torch.nn.Module):
             self.temporal.reset_parameters()
         self.gnn.reset_parameters()
 
-    def encode_rows(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def encode_rows(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None,
+                    factored: bool = False) -> dict[str, Tensor] | dict[str, FactoredRows]:
         """Stages 1-2 (+ temporal encoding): ``{node_type: [num_nodes, d]}`` before message passing.
 
         A batch whose ``tf`` holds each distinct row once carries ``row_index``
         (node -> tf row): rows reached from many seeds are encoded once.
         ``row_cache`` (a frozen backbone's :meth:`encode_table` outputs for whole
-        tables) replaces the table models by a look-up by ``n_id``.
+        tables) replaces the table models by a look-up by ``n_id``. With ``factored``
+        the vectors of node types that repeat their look-ups at least ``FACTOR_MIN_REPEATS``
+        times stay look-ups (:class:`~relcore.models.factored.FactoredRows`).
         """
         device = next(self.parameters()).device
-        x_dict: dict[str, Tensor] = {}
+        rows: dict[str, tuple[Tensor, Tensor | None]] = {}  # table output, node -> its row
         for t in batch.node_types:
             store = batch[t]
             if "tf" not in store:
                 continue
             if row_cache is not None and t in row_cache:
-                x_dict[t] = row_cache[t].index_select(0, store.n_id)
+                rows[t] = (row_cache[t], store.n_id)
                 continue
             tf = store.tf
             if len(tf) == 0:
@@ -218,15 +239,26 @@ class RDLBackbone(torch.nn.Module):
                 x = torch.zeros(0, self.channels, device=device)
             else:
                 x = self.table_models[t](tf)
-            x_dict[t] = x.index_select(0, store.row_index) if "row_index" in store else x
+            rows[t] = (x, store.row_index if "row_index" in store else None)
 
+        times: dict[str, tuple[Tensor, Tensor]] = {}
         if self.temporal is not None:
             timed = [t for t in self.time_node_types
-                     if t in x_dict and "seed_time" in batch[t] and "time" in batch[t]]
+                     if t in rows and "seed_time" in batch[t] and "time" in batch[t]]
             if timed:
-                rel = self.temporal({t: batch[t].seed_time for t in timed}, {t: batch[t].time for t in timed})
-                for t in timed:
-                    x_dict[t] = x_dict[t] + rel[t]
+                times = self.temporal.factors({t: batch[t].seed_time for t in timed},
+                                              {t: batch[t].time for t in timed})
+        x_dict: dict[str, Tensor | FactoredRows] = {}
+        for t, (x, row_of) in rows.items():
+            num_lookups = x.size(0) + (times[t][0].size(0) if t in times else 0)
+            if factored and row_of is not None and row_of.numel() >= FACTOR_MIN_REPEATS * num_lookups:
+                x_dict[t] = FactoredRows(x, row_of, *times.get(t, (None, None)))
+                continue
+            x = x.index_select(0, row_of) if row_of is not None else x
+            if t in times:
+                encoded, node_to_delta = times[t]
+                x = x + encoded.index_select(0, node_to_delta)
+            x_dict[t] = x
         return x_dict
 
     @torch.no_grad()
@@ -245,14 +277,15 @@ class RDLBackbone(torch.nn.Module):
         return out
 
     def forward(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        x_dict = self.encode_rows(batch, row_cache)
+        types = [t for t in batch.node_types if "tf" in batch[t]]
         edge_index_dict = {et: batch[et].edge_index for et in batch.edge_types
                            if et in self._edge_type_set and "edge_index" in batch[et]
-                           and et[0] in x_dict and et[2] in x_dict}
-        hops = all("num_sampled_nodes" in batch[t] for t in x_dict) and \
+                           and et[0] in types and et[2] in types}
+        hops = all("num_sampled_nodes" in batch[t] for t in types) and \
             all("num_sampled_edges" in batch[et] for et in edge_index_dict)
         if not hops:
-            return self.gnn(x_dict, edge_index_dict)
-        return self.gnn(x_dict, edge_index_dict,
-                        {t: batch[t].num_sampled_nodes for t in x_dict},
+            return self.gnn(self.encode_rows(batch, row_cache), edge_index_dict)
+        # temporal batches: the first layer reads the inputs as look-ups (relcore.models.factored)
+        return self.gnn(self.encode_rows(batch, row_cache, factored=True), edge_index_dict,
+                        {t: batch[t].num_sampled_nodes for t in types},
                         {et: batch[et].num_sampled_edges for et in edge_index_dict})
