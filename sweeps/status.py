@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -41,10 +42,8 @@ def _runs(client: MlflowClient, experiment_id: str, query: str) -> list:
 
 def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
     """Trials the stage's grid holds (from the parameters its parent run logged)."""
-    try:
-        grid = Grid(**{k.split(".", 1)[1]: ast.literal_eval(v) for k, v in stage_params.items()
-                       if k.startswith("grid.")})
-    except (ValueError, SyntaxError, TypeError):
+    grid = _grid(stage_params)
+    if grid is None:
         return None
     n_pre = (len(grid.backbones) * len(grid.layers) * len(grid.aggr) * len(grid.corruption)
              * grid.pretrain_seeds)
@@ -78,6 +77,50 @@ def stage_table(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["planned"] = table["planned"].astype("Int64")
     return table
+
+
+def _grid(stage_params: dict[str, str]) -> Grid | None:
+    try:
+        return Grid(**{k.split(".", 1)[1]: ast.literal_eval(v) for k, v in stage_params.items()
+                       if k.startswith("grid.")})
+    except (ValueError, SyntaxError, TypeError):
+        return None
+
+
+def time_left(client: MlflowClient, experiment_id: str, stages: pd.DataFrame,
+              params: dict[str, str]) -> tuple[float, list[str]]:
+    """CPU-seconds the unfinished trials need, and the groups it could not estimate.
+
+    Trial cost depends most on the backbone and the GNN depth (a 3-hop rel-f1 batch is
+    ~33x a 2-hop one), so each (stage, backbone, layers) group is priced by its own
+    finished trials; the grid gives every group the same number of trials.
+    """
+    grid = _grid(params)
+    if grid is None:
+        return 0.0, ["the grid (stage parameters unreadable)"]
+    busy: dict[tuple, list[float]] = {}
+    for r in _runs(client, experiment_id, "tags.kind = 'trial'"):
+        layers = re.search(r"-L(\d+)-", r.data.tags.get("trial_key", ""))
+        if r.info.status == "FINISHED" and layers:
+            backbone = r.data.tags.get("table_model") or r.data.tags.get("backbone")
+            group = (r.data.tags.get("stage"), backbone, int(layers.group(1)))
+            busy.setdefault(group, []).append(r.data.metrics.get("busy_s", r.data.metrics.get("time_total_s", 0.0)))
+    seconds, unknown = 0.0, []
+    for _, s in stages.iterrows():
+        if s["planned"] is None or pd.isna(s["planned"]):
+            continue
+        per_group = s["planned"] / (len(grid.backbones) * len(grid.layers))
+        for backbone in grid.backbones:
+            for layers in grid.layers:
+                done = busy.get((s["stage"], backbone, layers), [])
+                left = per_group - len(done)
+                if left <= 0:
+                    continue
+                if done:
+                    seconds += left * sum(done) / len(done)
+                else:
+                    unknown.append(f"{s['stage']} {backbone} L{layers} ({left:.0f} trials)")
+    return seconds, unknown
 
 
 def finished_finetune_trials(client: MlflowClient, experiment_id: str, dataset: str) -> pd.DataFrame:
@@ -131,16 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     stages = stage_table(client, exp.experiment_id)
     pre_params = _runs(client, exp.experiment_id, "tags.kind = 'stage' and tags.stage = 'pretrain'")
     dataset = pre_params[0].data.params.get("dataset", "?") if pre_params else "?"
-    slots = args.slots or max(int(stages["running"].sum()), 1)
+    # trials at once: as given, else as the sweep logged it for a finished stage (a killed
+    # sweep's trials stay RUNNING in MLflow until resumed), else those running now
+    logged = [r.data.metrics["slots"] for r in pre_params + _runs(
+        client, exp.experiment_id, "tags.kind = 'stage' and tags.stage = 'finetune'") if "slots" in r.data.metrics]
+    slots = args.slots or int(max(logged, default=0)) or max(int(stages["running"].sum()), 1)
     print(f"sweep '{args.name}' on {dataset} ({args.mlflow_uri})")
     print(stages.to_string(index=False))
-    left = 0.0
-    for _, s in stages.iterrows():
-        if s["planned"] is not None and not math.isnan(s["mean_busy_s"]):
-            left += max(s["planned"] - s["finished"], 0) * s["mean_busy_s"]
-    if left:
-        print(f"time left at {slots} trial(s) at once, from finished trials' mean busy time: "
-              f"~{left / slots / 3600:.1f} h (a stage with no finished trial yet is not counted)")
+    left, unknown = time_left(client, exp.experiment_id, stages, pre_params[0].data.params if pre_params else {})
+    if left or unknown:
+        print(f"time left at {slots} trial(s) at once, from the mean busy time of finished trials of the same "
+              f"backbone and depth: ~{left / slots / 3600:.1f} h"
+              + (f", plus groups with no finished trial yet: {', '.join(unknown)}" if unknown else ""))
 
     if args.trials:
         print(trial_list(client, exp.experiment_id).to_string(index=False, float_format=lambda v: f"{v:.4f}"))

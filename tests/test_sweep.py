@@ -257,3 +257,33 @@ def test_optuna_search_explores_the_same_space(tmp_path):
     checkpoints = {r.data.tags["pretrain_key"] for r in ft if r.data.tags["regime"] != "B"}
     assert checkpoints == {r.data.tags["trial_key"] for r in pre}
     assert len(ft) == 2 + 2 * len(checkpoints) and all(r.info.status == "FINISHED" for r in ft)
+
+
+def test_status_prices_unfinished_trials_by_backbone_and_depth(tmp_path):
+    """A 3-layer fine-tuning trial costs several 2-layer ones: time left is priced per
+    (stage, backbone, depth) group, and a group with no finished trial is named, not guessed."""
+    sys.path.insert(0, str(REPO))
+    from sweeps import status, tracking
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    exp = client.create_experiment("s")
+    params = {"dataset": "rel-f1", "tasks": "driver-dnf",
+              "grid": {"backbones": ("linear",), "layers": (2, 3), "aggr": ("sum",), "corruption": (0.2,),
+                       "baseline_seeds": 2}}
+    for stage in ("pretrain", "finetune"):
+        tracking.stage_run(client, exp, stage, params)
+    for key, seconds in (("driver-dnf-B-linear-L2-sum-s0", 100.0), ("driver-dnf-B-linear-L2-sum-s1", 200.0),
+                         ("linear-L2-sum-c0.2-s0", 50.0), ("linear-L3-sum-c0.2-s0", 70.0)):
+        stage = "finetune" if key.startswith("driver") else "pretrain"
+        tags = {"kind": "trial", "stage": stage, "trial_key": key,
+                ("table_model" if stage == "finetune" else "backbone"): "linear"}
+        run = client.create_run(exp, tags=tags).info.run_id
+        client.log_metric(run, "busy_s", seconds)
+        client.set_terminated(run, "FINISHED")
+    stages = status.stage_table(client, exp)
+    pre = status._runs(client, exp, "tags.kind = 'stage' and tags.stage = 'pretrain'")[0]
+    # finetune: 1 task x (B 1 x 2 x 1 x 2 seeds + 2 x 2 checkpoints) = 8 trials, 4 per depth
+    assert stages.set_index("stage").loc["finetune", "planned"] == 8
+    seconds, unknown = status.time_left(client, exp, stages, pre.data.params)
+    assert seconds == pytest.approx((4 - 2) * 150.0)  # L2: 2 left at their mean; pretraining done
+    assert unknown == ["finetune linear L3 (4 trials)"]
