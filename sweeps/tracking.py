@@ -64,6 +64,21 @@ def stage_run(client: MlflowClient, experiment_id: str, stage: str, params: dict
     return run.info.run_id
 
 
+def mark_interrupted(client: MlflowClient, experiment_id: str, stage: str) -> int:
+    """Trial runs a stopped sweep left RUNNING: mark them KILLED until Tune restarts them.
+
+    Called when a stage resumes, before any trial starts, so that a store read meanwhile
+    (``sweeps/status.py``) does not count them as running. Returns how many.
+    """
+    stale = client.search_runs([experiment_id], max_results=10_000,
+                               filter_string=f"tags.kind = 'trial' and tags.stage = '{stage}' "
+                                             "and attributes.status = 'RUNNING'")
+    for run in stale:
+        client.set_tag(run.info.run_id, "stop_reason", "interrupted (the sweep stopped; restarts on --resume)")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(stale)
+
+
 def _log_params(client: MlflowClient, run_id: str, params: dict) -> None:
     flat = flatten(params)
     items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
@@ -110,6 +125,10 @@ class TrialRunLogger(MLflowLoggerCallback):
         if existing is not None:  # resumed sweep: continue the same run
             run_id = existing.info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            if "step" in existing.data.metrics:  # it had reported: it restarts from its first step
+                attempts = int(existing.data.tags.get("attempts", "1")) + 1
+                # its metric histories now hold every attempt, each from step 1
+                self.client.set_tag(run_id, "attempts", str(attempts))
         else:
             cfg = trial_config(trial.config)
             tags = {**self.tags, "trial_id": trial.trial_id, "trial_key": cfg.get("key", str(trial))}

@@ -153,6 +153,7 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     assert "summary" not in {r.data.tags.get("kind") for r in runs}, "the sweep finished before the kill"
     done_before = {r.data.tags["trial_key"]: r.info.run_id
                    for r in trial_runs(runs, "finetune") if r.info.status == "FINISHED"}
+    cut = {r.info.run_id: "step" in r.data.metrics for r in trial_runs(runs, "finetune") if r.info.status == "RUNNING"}
 
     out = run_sweep(tmp_path, "killed", *extra, "--resume")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -163,6 +164,10 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
         assert all(r.info.status == "FINISHED" for r in trial_runs(runs, stage))
     after = {r.data.tags["trial_key"]: r.info.run_id for r in trial_runs(runs, "finetune")}
     assert all(after[key] == run_id for key, run_id in done_before.items())  # finished trials not rerun
+    # trials cut by the kill ran again in their own run; those that had reported say so
+    attempts = {r.info.run_id: r.data.tags.get("attempts") for r in trial_runs(runs, "finetune")}
+    assert all(attempts[run_id] == ("2" if reported else None) for run_id, reported in cut.items()), (cut, attempts)
+    assert "interrupted" in out.stdout or not cut
     assert sum(r.data.tags.get("kind") == "summary" for r in runs) == 1
 
 
