@@ -7,8 +7,9 @@ loops (:func:`relcore.pretrain.pretrain`, :func:`relcore.finetune.finetune`) wit
 
 1. **Pretraining** seconds/step per backbone (paper defaults: 2 layers, sum, corruption
    0.2, batch 64, 64 nodes/type x 3 iterations).
-2. **Fine-tuning** seconds/step on ``--task`` (batch 512, fan-out 128, ResNet-SAGE),
-   regimes B and P, fp32 and bf16 on the accelerator.
+2. **Fine-tuning** seconds/step on ``--task`` (batch 512, fan-out 128 per hop,
+   ResNet-SAGE, ``--depths`` GNN layers), regimes B and P, fp32 and bf16 on the
+   accelerator.
 3. **One cell of the paper grid, whole, on the accelerator**: a full pretraining trial
    (ResNet-SAGE, 2000 steps) and the B, P, P&F fine-tuning trials on ``--task`` with the
    paper's defaults (early stopping on validation): wall seconds and metrics, to set
@@ -89,10 +90,10 @@ def pretrain_step(graph, max_time, table_model: str, device: str, steps: int, sk
 
 
 def finetune_step(graph, task, task_name: str, mode: str, device: str, precision: str, steps: int,
-                  skip: int, checkpoint: str | None) -> float:
+                  skip: int, checkpoint: str | None, layers: int = 2) -> float:
     clock = StepClock()
     cfg = FinetuneConfig(mode=mode, max_steps=steps, eval_every=NEVER, device=device, precision=precision)
-    backbone = BackboneConfig(table_model="resnet") if mode == "B" else None
+    backbone = BackboneConfig(table_model="resnet", layers=layers) if mode == "B" else None
     finetune(graph, task, task_name, cfg, backbone_config=backbone,
              checkpoint=checkpoint if mode != "B" else None, callback=clock)
     return clock.seconds_per_step(skip)
@@ -109,18 +110,20 @@ def section_pretrain(out: Report, graph, max_time: int, args) -> None:
 
 
 def section_finetune(out: Report, graph, task, max_time: int, work: Path, args) -> None:
-    out(f"\n## 2. Fine-tuning s/step on {args.task} (median; ResNet-SAGE, batch 512, fan-out 128)\n")
-    # a one-step checkpoint for P: its metric would be meaningless, its cost is not
-    pretrain(graph, BackboneConfig(table_model="resnet"), PretrainConfig(max_steps=1, val_subgraphs=1,
-             device=args.device), max_time, out_dir=work / "tiny")
-    tiny = str(work / "tiny" / "backbone.pt")
-    out(f"| regime | {args.device} fp32 | {args.device} bf16 | cpu fp32, 1 thread | speed-up fp32 |")
-    out("|---|---|---|---|---|")
-    for mode in ("B", "P"):
-        fp32 = finetune_step(graph, task, args.task, mode, args.device, "fp32", args.ft_steps, args.skip, tiny)
-        bf16 = finetune_step(graph, task, args.task, mode, args.device, "bf16", args.ft_steps, args.skip, tiny)
-        cpu = finetune_step(graph, task, args.task, mode, "cpu", "fp32", args.cpu_ft_steps, args.skip, tiny)
-        out(f"| {mode} | {fp32:.4f} | {bf16:.4f} | {cpu:.4f} | **{cpu / fp32:.1f}x** |")
+    out(f"\n## 2. Fine-tuning s/step on {args.task} (median; ResNet-SAGE, batch 512, fan-out 128 per hop)\n")
+    out(f"| layers | regime | {args.device} fp32 | {args.device} bf16 | cpu fp32, 1 thread | speed-up fp32 |")
+    out("|---|---|---|---|---|---|")
+    for layers in args.depths:
+        # a one-step checkpoint for P: its metric would be meaningless, its cost is not
+        pretrain(graph, BackboneConfig(table_model="resnet", layers=layers),
+                 PretrainConfig(max_steps=1, val_subgraphs=1, device=args.device), max_time, out_dir=work / f"L{layers}")
+        tiny = str(work / f"L{layers}" / "backbone.pt")
+        for mode in ("B", "P"):
+            def run(device: str, precision: str, steps: int) -> float:
+                return finetune_step(graph, task, args.task, mode, device, precision, steps, args.skip, tiny, layers)
+            fp32, bf16 = run(args.device, "fp32", args.ft_steps), run(args.device, "bf16", args.ft_steps)
+            cpu = run("cpu", "fp32", args.cpu_ft_steps)
+            out(f"| {layers} | {mode} | {fp32:.4f} | {bf16:.4f} | {cpu:.4f} | **{cpu / fp32:.1f}x** |")
 
 
 def section_cell(out: Report, graph, task, max_time: int, work: Path, args) -> None:
@@ -153,11 +156,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpu-pt-steps", type=int, default=20)
     p.add_argument("--cpu-ft-steps", type=int, default=10)
     p.add_argument("--skip", type=int, default=3, help="first steps left out of the median")
+    p.add_argument("--depths", default="2,3", help="GNN depths of section 2 (3 hops: 2.5M-node batches on rel-f1)")
     p.add_argument("--no-cell", action="store_true", help="skip section 3 (the whole grid cell)")
     p.add_argument("--cell-limit", type=float, default=4 * 3600.0,
                    help="wall-time limit per section-3 trial, seconds (a stopper, as in the sweep)")
     p.add_argument("--out", help="markdown report, rewritten after every line")
     args = p.parse_args(argv)
+    args.depths = [int(d) for d in args.depths.split(",") if d.strip()]
     torch.set_num_threads(1)  # the sweep's per-trial budget, for both contenders
     out = Report(Path(args.out) if args.out else None)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
