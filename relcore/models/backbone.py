@@ -214,7 +214,7 @@ class RDLBackbone(torch.nn.Module):
         self.gnn.reset_parameters()
 
     def encode_rows(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None,
-                    factored: bool = False) -> dict[str, Tensor] | dict[str, FactoredRows]:
+                    factored: bool = False) -> dict[str, Tensor | FactoredRows]:
         """Stages 1-2 (+ temporal encoding): ``{node_type: [num_nodes, d]}`` before message passing.
 
         A batch whose ``tf`` holds each distinct row once carries ``row_index``
