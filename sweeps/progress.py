@@ -27,7 +27,7 @@ class ProgressLine(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
-        self.done += 1
+        self._count(trials, trial, "TERMINATED")
         last = self._last.get(trial.trial_id, {})
         value = last.get("monitor_best", last.get("monitor"))
         if value is not None:
@@ -41,8 +41,17 @@ class ProgressLine(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
-        self.failed += 1
+        self._count(trials, trial, "ERROR")
         self._print()
+
+    def _count(self, trials, trial, status: str) -> None:
+        """Finished and failed trials from Tune's list, so a resumed stage counts those
+        that finished before the interruption too (this callback only saw the rest)."""
+        ids = {"TERMINATED": {t.trial_id for t in trials if t.status == "TERMINATED"},
+               "ERROR": {t.trial_id for t in trials if t.status == "ERROR"}}
+        ids[status].add(trial.trial_id)  # whether or not Tune has set its status yet
+        ids["TERMINATED" if status == "ERROR" else "ERROR"].discard(trial.trial_id)
+        self.done, self.failed = len(ids["TERMINATED"]), len(ids["ERROR"])
 
     def _print(self) -> None:
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.start))

@@ -168,6 +168,9 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     attempts = {r.info.run_id: r.data.tags.get("attempts") for r in trial_runs(runs, "finetune")}
     assert all(attempts[run_id] == ("2" if reported else None) for run_id, reported in cut.items()), (cut, attempts)
     assert "interrupted" in out.stdout or not cut
+    # the resumed run's progress counts the trials finished before the kill too
+    assert f"[finetune] {expected['finetune']}/{expected['finetune']} finished (0 failed)" in out.stderr, \
+        out.stderr[-2000:]
     assert sum(r.data.tags.get("kind") == "summary" for r in runs) == 1
 
 
