@@ -47,11 +47,10 @@ class ProgressLine(Callback):
     def _count(self, trials, trial, status: str) -> None:
         """Finished and failed trials from Tune's list, so a resumed stage counts those
         that finished before the interruption too (this callback only saw the rest)."""
-        ids = {"TERMINATED": {t.trial_id for t in trials if t.status == "TERMINATED"},
-               "ERROR": {t.trial_id for t in trials if t.status == "ERROR"}}
-        ids[status].add(trial.trial_id)  # whether or not Tune has set its status yet
-        ids["TERMINATED" if status == "ERROR" else "ERROR"].discard(trial.trial_id)
-        self.done, self.failed = len(ids["TERMINATED"]), len(ids["ERROR"])
+        done = {t.trial_id for t in trials if t.status == "TERMINATED" and t is not trial}
+        failed = {t.trial_id for t in trials if t.status == "ERROR" and t is not trial}
+        (failed if status == "ERROR" else done).add(trial.trial_id)  # whether or not Tune set its status yet
+        self.done, self.failed = len(done), len(failed)
 
     def _print(self) -> None:
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.start))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -40,10 +41,6 @@ class FactoredRows:
     times: Tensor | None = None
     time_of: Tensor | None = None
 
-    @property
-    def num_nodes(self) -> int:
-        return self.row_of.numel()
-
     def head(self, n: int) -> Tensor:
         """The first ``n`` nodes' vectors, materialised (nodes are laid out hop by hop)."""
         x = self.rows.index_select(0, self.row_of[:n])
@@ -51,21 +48,29 @@ class FactoredRows:
             x = x + self.times.index_select(0, self.time_of[:n])
         return x
 
-    def dense(self) -> Tensor:
-        return self.head(self.num_nodes)
+    # A node type is the source of several edge types: its look-up table and each
+    # node's columns in it are built once, not once per edge type.
+    @cached_property
+    def _table(self) -> Tensor:
+        """``[R; T]`` in float32 (the CPU CSR product has no bf16 kernel)."""
+        table = self.rows if self.times is None else torch.cat([self.rows, self.times], dim=0)
+        return table.float()
+
+    @cached_property
+    def _columns(self) -> Tensor:
+        """Per node, its column(s) in :attr:`_table`: ``[n, 1]`` or ``[n, 2]``."""
+        cols = self.row_of.unsqueeze(1)
+        if self.times is not None:  # one product over [R; T], two entries per edge
+            cols = torch.cat([cols, self.time_of.unsqueeze(1) + self.rows.size(0)], dim=1)
+        return cols
 
     def aggregate(self, src: Tensor, dst: Tensor, num_dst: int, aggr: str) -> Tensor:
         """Sum or mean of ``x[src]`` into ``num_dst`` destinations along edges ``src -> dst``."""
         if src.numel() == 0:
             return self.rows.new_zeros(num_dst, self.rows.size(1))
-        cols = self.row_of[src].unsqueeze(1)
-        table = self.rows
-        if self.times is not None:  # one product over [R; T], two entries per edge
-            cols = torch.cat([cols, self.time_of[src].unsqueeze(1) + self.rows.size(0)], dim=1)
-            table = torch.cat([self.rows, self.times], dim=0)
-        # float32: the CPU CSR product has no bf16 kernel, so a bf16 autocast must not cast it
-        with torch.autocast(table.device.type, enabled=False):
-            return torch.sparse.mm(incidence(dst, cols, num_dst, table.size(0), aggr), table.float())
+        matrix = incidence(dst, self._columns[src], num_dst, self._table.size(0), aggr)
+        with torch.autocast(self._table.device.type, enabled=False):  # a bf16 autocast must not cast it
+            return torch.sparse.mm(matrix, self._table)
 
 
 def incidence(dst: Tensor, cols: Tensor, num_dst: int, num_cols: int, aggr: str) -> Tensor:

@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import Report, StepClock  # noqa: E402
+from bench_device import Report  # noqa: E402
+from bench_scale import step_timer  # noqa: E402
 
 from relcore.data import DatasetSpec, load_dataset, load_task  # noqa: E402
 from relcore.finetune import FinetuneConfig, SplitTable, finetune  # noqa: E402
@@ -63,12 +64,12 @@ def batch_size_of(graph, task, layers: int, batch: int, seed: int) -> tuple[int,
 
 def step_seconds(graph, task, task_name: str, mode: str, layers: int, steps: int, skip: int,
                  checkpoint: str | None) -> float:
-    clock = StepClock()
+    clock, median_step = step_timer()
     cfg = FinetuneConfig(mode=mode, max_steps=steps, eval_every=10**9, device="cpu")
     finetune(graph, task, task_name, cfg,
              backbone_config=BackboneConfig(table_model="resnet", layers=layers) if mode == "B" else None,
              checkpoint=checkpoint if mode == "P" else None, callback=clock)
-    return clock.seconds_per_step(skip)
+    return median_step(skip)
 
 
 def time_encoder_ratio(graph, task, batch: int, seed: int, repeats: int) -> tuple[float, float, int, int]:

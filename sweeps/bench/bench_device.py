@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,35 +37,16 @@ from pathlib import Path
 
 import torch
 
-from relcore.data import DatasetSpec, load_dataset, load_task
-from relcore.finetune import FinetuneConfig, finetune
-from relcore.graph import build_graph
-from relcore.models import BackboneConfig
-from relcore.pretrain import PretrainConfig, pretrain
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import step_timer  # noqa: E402
+
+from relcore.data import DatasetSpec, load_dataset, load_task  # noqa: E402
+from relcore.finetune import FinetuneConfig, finetune  # noqa: E402
+from relcore.graph import build_graph  # noqa: E402
+from relcore.models import BackboneConfig  # noqa: E402
+from relcore.pretrain import PretrainConfig, pretrain  # noqa: E402
 
 NEVER = 10**9  # eval_every for timing runs: validate only at the last step
-
-
-class StepClock:
-    """A loop callback that records when each step ended."""
-
-    def __init__(self) -> None:
-        self.ends: list[float] = [time.perf_counter()]
-        self.validated: set[int] = set()
-
-    def __call__(self, step: int, metrics: dict, checkpoint: str | None = None) -> bool:
-        if step == 0:  # pretraining reports its initial validation as step 0
-            self.ends = [time.perf_counter()]
-            return False
-        self.ends.append(time.perf_counter())
-        if any(k.startswith("val/") for k in metrics):
-            self.validated.add(step)
-        return False
-
-    def seconds_per_step(self, skip: int) -> float:
-        gaps = [b - a for step, (a, b) in enumerate(zip(self.ends, self.ends[1:]), start=1)
-                if step > skip and step not in self.validated]
-        return statistics.median(gaps)
 
 
 class Report:
@@ -83,20 +63,20 @@ class Report:
 
 
 def pretrain_step(graph, max_time, table_model: str, device: str, steps: int, skip: int) -> float:
-    clock = StepClock()
+    clock, median_step = step_timer()
     cfg = PretrainConfig(max_steps=steps, eval_every=NEVER, val_subgraphs=1, device=device)
     pretrain(graph, BackboneConfig(table_model=table_model), cfg, max_time, callback=clock)
-    return clock.seconds_per_step(skip)
+    return median_step(skip)
 
 
 def finetune_step(graph, task, task_name: str, mode: str, device: str, precision: str, steps: int,
                   skip: int, checkpoint: str | None, layers: int = 2) -> float:
-    clock = StepClock()
+    clock, median_step = step_timer()
     cfg = FinetuneConfig(mode=mode, max_steps=steps, eval_every=NEVER, device=device, precision=precision)
     backbone = BackboneConfig(table_model="resnet", layers=layers) if mode == "B" else None
     finetune(graph, task, task_name, cfg, backbone_config=backbone,
              checkpoint=checkpoint if mode != "B" else None, callback=clock)
-    return clock.seconds_per_step(skip)
+    return median_step(skip)
 
 
 def section_pretrain(out: Report, graph, max_time: int, args) -> None:

@@ -43,8 +43,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
-def _step_timer():
-    """A loop callback recording when each training step was reported."""
+def step_timer():
+    """A loop callback recording when each training step was reported, and
+    ``median_step(skip=0)``: the median gap between consecutive pure training steps
+    (neither end ran a validation pass), leaving out steps ``<= skip`` (warm-up)."""
     stamps: list[tuple[int, float, bool]] = []
 
     def callback(step, metrics, checkpoint=None):
@@ -52,10 +54,9 @@ def _step_timer():
         stamps.append((step, time.perf_counter(), evaluated))
         return False
 
-    def median_step() -> float:
-        # A gap is a pure training step when neither end ran a validation pass.
+    def median_step(skip: int = 0) -> float:
         gaps = [b[1] - a[1] for a, b in zip(stamps, stamps[1:])
-                if b[0] == a[0] + 1 and not b[2] and not a[2]]
+                if b[0] == a[0] + 1 and b[0] > skip and not b[2] and not a[2]]
         return statistics.median(gaps) if gaps else float("nan")
 
     return callback, median_step
@@ -87,7 +88,7 @@ def measure(size: str, args: argparse.Namespace) -> dict:
     max_time = int(dataset.val_timestamp.timestamp())
 
     for table_model in args.backbones.split(","):
-        callback, median_step = _step_timer()
+        callback, median_step = step_timer()
         cfg = PretrainConfig(max_steps=args.pt_steps, eval_every=args.pt_steps, val_subgraphs=2,
                              seed=args.seed)
         t0 = time.perf_counter()
@@ -101,7 +102,7 @@ def measure(size: str, args: argparse.Namespace) -> dict:
         task.get_table(split)  # relbench builds (and caches) the task tables
     out["task_tables_s"] = time.perf_counter() - t0
     out["finetune_nodes"], out["finetune_rows"] = _finetune_batch_size(graph, task, args)
-    callback, median_step = _step_timer()
+    callback, median_step = step_timer()
     cfg = FinetuneConfig(mode="B", max_steps=args.ft_steps, eval_every=args.ft_steps, seed=args.seed)
     t0 = time.perf_counter()
     finetune(graph, task, "customer-churn", cfg, BackboneConfig(table_model=args.ft_backbone),
