@@ -14,6 +14,7 @@ own ``task.evaluate``) is restored before the test evaluation.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -36,6 +37,7 @@ from relcore.loop import (
     why_stop,
 )
 from relcore.models import BackboneConfig, GraphMeta, MLPHead, RDLBackbone, load_backbone
+from relcore.resume import capture_rng, load_state, restore_rng, save_state
 from relcore.sampling.temporal import TemporalNeighborSampler
 
 MODES = ("B", "P", "PF")
@@ -186,11 +188,16 @@ def finetune(
     backbone_config: BackboneConfig | None = None,
     checkpoint: str | None = None,
     callback: Callback | None = None,
+    state_path: str | os.PathLike | None = None,
     _model_out: dict | None = None,
 ) -> FinetuneResult:
     """Train a task model in ``config.mode``; return val/test metrics of the best state.
 
-    ``_model_out`` (tests) receives the trained model under ``"model"``.
+    With ``state_path`` the run is resumable (:mod:`relcore.resume`): every evaluation
+    saves its state there and passes the path to ``callback`` as ``checkpoint``; if the
+    file exists at the start, the run continues from it with the result an
+    uninterrupted run would have had. ``_model_out`` (tests) receives the trained model
+    under ``"model"``.
     """
     if task.task_type not in SUPPORTED:
         raise RelcoreError(f"task '{task_name}' is {task.task_type.value}: not supported yet")
@@ -240,8 +247,21 @@ def finetune(
     history: list[dict] = []
     best_state, best_val, best_test = copy.deepcopy(model.state_dict()), {}, {}
     order, cursor = torch.randperm(len(train.ids), generator=gen), 0
-    step, stop_reason = 0, "max_steps"
-    while step < config.max_steps:
+    step, reason = 0, None
+    # What decides the computation; a saved state must match it to be continued.
+    run = {"loop": "finetune", "task": task_name, "backbone": model.backbone.config.to_dict(),
+           **{k: v for k, v in config.to_dict().items() if k not in ("device", "time_limit_s")}}
+    if state_path is not None and os.path.exists(state_path):
+        state = load_state(state_path, run)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best_state, best_val, best_test = state["best_state"], state["best_val"], state["best_test"]
+        stopper, history = EarlyStopping(**state["stopper"]), state["history"]
+        order, cursor, step = state["order"], state["cursor"], state["step"]
+        clock = WallClock(config.time_limit_s, start=clock.start - state["elapsed"])
+        restore_rng(state["rng"], gen, device)
+        reason = why_stop(False, stopper, clock)  # set if it had ended when it was saved
+    while reason is None and step < config.max_steps:
         step += 1
         if cursor + config.batch_size > len(order):  # new epoch
             order, cursor = torch.randperm(len(train.ids), generator=gen), 0
@@ -257,7 +277,8 @@ def finetune(
         optimizer.step()
         metrics = {"step": step, "train/loss": float(loss.detach())}
 
-        if step % config.eval_every == 0 or step == config.max_steps:
+        evaluated = step % config.eval_every == 0 or step == config.max_steps
+        if evaluated:
             val_metrics = task.evaluate(predict(val), val.table)
             metrics.update({f"val/{k}": float(v) for k, v in val_metrics.items()})
             metrics["time/seconds"] = clock.elapsed
@@ -271,10 +292,16 @@ def finetune(
             metrics.update({f"best/test/{k}": float(v) for k, v in best_test.items()})
             metrics["best/step"] = stopper.best_step
         history.append(metrics)
-        reason = why_stop(notify(callback, step, metrics), stopper, clock)
-        if reason is not None:
-            stop_reason = reason
-            break
+        saved = None
+        if evaluated and state_path is not None:
+            save_state(state_path, {
+                "run": run, "step": step, "order": order, "cursor": cursor, "history": history,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "best_state": best_state, "best_val": best_val, "best_test": best_test,
+                "stopper": asdict(stopper), "elapsed": clock.elapsed, "rng": capture_rng(gen, device)})
+            saved = str(state_path)
+        reason = why_stop(notify(callback, step, metrics, saved), stopper, clock)
+    stop_reason = reason or "max_steps"
 
     if not best_val:  # stopped before the first evaluation
         best_val = task.evaluate(predict(val), val.table)

@@ -14,7 +14,8 @@ import torch
 
 
 class Callback(Protocol):
-    """Receives every step's metrics. ``checkpoint`` is set when a new best was saved.
+    """Receives every step's metrics. ``checkpoint`` is set when the loop has just saved
+    a file: pretraining's new best backbone, fine-tuning's resumable state.
 
     The loops never know who listens: Ray Tune, MLflow, a progress bar or a test.
     Returning ``True`` asks the loop to stop (e.g. a Tune stopper decided so).

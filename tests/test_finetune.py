@@ -104,6 +104,54 @@ def test_PF_updates_the_backbone(synthetic_graph, churn, checkpoint):
     assert any(k.startswith("gnn.") for k in changed) and any(k.startswith("table_models.") for k in changed)
 
 
+def _without_clock(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "time/seconds"} for h in history]
+
+
+@pytest.mark.parametrize("mode", ["B", "P"])
+def test_interrupted_run_continues_to_the_same_result(synthetic_graph, churn, checkpoint, tmp_path, mode):
+    """Stopped after its 2nd evaluation and continued from the saved state, a run ends
+    exactly like the run that never stopped: same batches, neighbour samples and dropout
+    masks (ResNet table models in B), hence the same losses, metrics and weights."""
+    cfg = FinetuneConfig(mode=mode, **{**FAST, "max_steps": 30, "eval_every": 10, "patience": 10,
+                                       "fanouts": (8, 8)})
+    kw = dict(backbone_config=BackboneConfig(table_model="resnet")) if mode == "B" else dict(checkpoint=checkpoint)
+    whole, resumed = {}, {}
+    ref = finetune(synthetic_graph, churn, "customer-churn", cfg, **kw, _model_out=whole)
+
+    state, handed = tmp_path / "state.pt", {}
+
+    def stop_at_step_20(step, metrics, saved):
+        handed[step] = saved
+        return step == 20
+
+    first = finetune(synthetic_graph, churn, "customer-churn", cfg, **kw, callback=stop_at_step_20,
+                     state_path=state)
+    assert first.stop_reason == "callback" and first.steps == 20
+    assert {s for s, path in handed.items() if path is not None} == {10, 20}
+    assert handed[20] == str(state) and state.is_file()
+
+    second = finetune(synthetic_graph, churn, "customer-churn", cfg, **kw, state_path=state, _model_out=resumed)
+    assert second.steps == 30 and second.stop_reason == ref.stop_reason
+    assert _without_clock(second.history) == _without_clock(ref.history)
+    assert (second.val, second.test, second.best_step) == (ref.val, ref.test, ref.best_step)
+    a, b = whole["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert second.seconds >= first.seconds  # the wall clock continues too
+
+
+def test_saved_state_of_another_run_is_refused(synthetic_graph, churn, tmp_path):
+    cfg = FinetuneConfig(**{**FAST, "max_steps": 5, "eval_every": 5, "fanouts": (4, 4)})
+    state = tmp_path / "state.pt"
+    finetune(synthetic_graph, churn, "customer-churn", cfg, BackboneConfig(), state_path=state)
+    other = FinetuneConfig(**{**FAST, "max_steps": 5, "eval_every": 5, "fanouts": (4, 4), "seed": 1})
+    with pytest.raises(RelcoreError, match=r"belongs to another run \(it differs in: seed\)"):
+        finetune(synthetic_graph, churn, "customer-churn", other, BackboneConfig(), state_path=state)
+    state.write_bytes(b"not a state")
+    with pytest.raises(RelcoreError, match="cannot read the resumable state"):
+        finetune(synthetic_graph, churn, "customer-churn", cfg, BackboneConfig(), state_path=state)
+
+
 def test_regression_task_and_metrics(synthetic_dataset, synthetic_graph):
     task = load_task(SPEC, synthetic_dataset, "customer-rating")
     result = finetune(synthetic_graph, task, "customer-rating",

@@ -1,0 +1,74 @@
+"""Resumable loop state: a run interrupted after an evaluation continues bit for bit.
+
+A batch scheduler's time limit, a preempted node or a stopped sweep ends a trial
+mid-run. A loop given a ``state_path`` writes there, at every evaluation, everything
+the rest of the run depends on: parameters, optimiser moments, the best state so far,
+early-stopping counters, the data order and the state of every random generator it
+draws from (batches, neighbour samples, dropout masks). When the file exists at the
+start, the loop continues from it and draws exactly what the uninterrupted run would
+have drawn, so both end with the same result (``tests/test_finetune.py`` compares
+them). Only the steps since the last evaluation are lost.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+from relcore.errors import RelcoreError
+
+
+def capture_rng(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The state of the loop's own generator and of every global one it may draw from."""
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state(),
+             "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a reader (or a kill mid-write) sees the
+    previous complete file or the new one, never a torn one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_state(path: str | os.PathLike, run: dict[str, Any]) -> dict[str, Any]:
+    """The state saved at ``path``, checked to belong to the run described by ``run``
+    (the settings that decide what the run computes)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise RelcoreError(f"cannot read the resumable state {path}: {e}") from e
+    if not isinstance(state, dict) or "run" not in state:
+        raise RelcoreError(f"{path} is not a resumable loop state")
+    saved = state["run"]
+    differs = sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k))
+    if differs:
+        raise RelcoreError(f"the resumable state {path} belongs to another run "
+                           f"(it differs in: {', '.join(differs)})")
+    return state
