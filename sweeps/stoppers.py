@@ -10,8 +10,9 @@ summary (``final``) repeats the best value for searchers and is not an evaluatio
 
 Resuming (``--resume``) restores the stoppers from Tune's experiment state, with the
 state of trials that were running when the sweep stopped. Those trials restart from
-their first step, so a stopper forgets a trial whose ``training_iteration`` is 1 again
-or goes back.
+their last checkpoint (fine-tuning checkpoints every evaluation) or from their first
+step, and report again from the iteration after it: the patience stopper keeps each
+trial's evaluations by iteration and forgets those at or after a report's iteration.
 """
 
 from __future__ import annotations
@@ -65,40 +66,52 @@ class WallTimeStopper(Stopper):
 
 
 class PatienceStopper(Stopper):
-    """Stop a trial after ``patience`` evaluations without a new best ``monitor`` value."""
+    """Stop a trial after ``patience`` evaluations without a new best ``monitor`` value.
+
+    Per trial it keeps the evaluations seen, ``(training_iteration, monitor)``. A
+    report at iteration :math:`i` first drops those at :math:`\ge i`: they belong to an
+    attempt the trial was rolled back from (a restart from step 1 or from an earlier
+    checkpoint), so a resumed trial is judged on the evaluations that led to its state.
+    """
 
     def __init__(self, patience: int, reasons: dict[str, str]):
         self.patience = int(patience)
         self.reasons = reasons
-        self._best: dict[str, float] = {}
-        self._bad: dict[str, int] = {}
-        self._iteration: dict[str, int] = {}
+        self._evals: dict[str, list[tuple[int, float]]] = {}
 
-    def __setstate__(self, state: dict) -> None:  # experiment states saved before _iteration
+    def __setstate__(self, state: dict) -> None:
+        # Experiment states saved before per-iteration histories held running counts of
+        # trials that all restart from step 1 on resume (none had checkpoints): start clean.
+        state = {k: v for k, v in state.items() if k not in ("_best", "_bad", "_iteration")}
+        state.setdefault("_evals", {})
         self.__dict__.update(state)
-        self.__dict__.setdefault("_iteration", {})
 
     def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get("final"):
+            return False  # the trial's closing summary repeats its best value
+        evals = self._evals.setdefault(trial_id, [])
         iteration = result.get("training_iteration")
-        if iteration is not None:
-            # a first report, or one going back: the trial (re)started from scratch
-            if iteration == 1 or iteration <= self._iteration.get(trial_id, 0):
-                self._best.pop(trial_id, None)
-                self._bad.pop(trial_id, None)
-            self._iteration[trial_id] = iteration
-        if result.get("monitor") is None or result.get("final"):
-            return False  # not an evaluation step, or the trial's closing summary
-        value, higher = float(result["monitor"]), bool(result.get("monitor_higher", 0.0))
-        patience = self.patience
-        best = self._best.get(trial_id, math.nan)
-        if math.isnan(best) or (value > best if higher else value < best):
-            self._best[trial_id], self._bad[trial_id] = value, 0
-            return False
-        self._bad[trial_id] = self._bad.get(trial_id, 0) + 1
-        if self._bad[trial_id] >= patience:
-            self.reasons.setdefault(trial_id, f"early_stopping (patience {patience})")
+        if iteration is None:  # not from Tune: reports arrive in order
+            iteration = evals[-1][0] + 1 if evals else 1
+        evals[:] = [e for e in evals if e[0] < iteration]
+        if result.get("monitor") is None:
+            return False  # not an evaluation step
+        evals.append((iteration, float(result["monitor"])))
+        if self.evaluations_since_best(evals, bool(result.get("monitor_higher", 0.0))) >= self.patience:
+            self.reasons.setdefault(trial_id, f"early_stopping (patience {self.patience})")
             return True
         return False
+
+    @staticmethod
+    def evaluations_since_best(evals: list[tuple[int, float]], higher: bool) -> int:
+        """How many evaluations came after the last strict improvement (the first one counts as one)."""
+        best, since = math.nan, 0
+        for _, value in evals:
+            if math.isnan(best) or (value > best if higher else value < best):
+                best, since = value, 0
+            else:
+                since += 1
+        return since
 
     def stop_all(self) -> bool:
         return False

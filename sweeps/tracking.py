@@ -125,9 +125,11 @@ class TrialRunLogger(MLflowLoggerCallback):
         if existing is not None:  # resumed sweep: continue the same run
             run_id = existing.info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            if "step" in existing.data.metrics:  # it had reported: it restarts from its first step
+            if "step" in existing.data.metrics:  # it had reported: this is another attempt
                 attempts = int(existing.data.tags.get("attempts", "1")) + 1
-                # its metric histories now hold every attempt, each from step 1
+                # It continues from its last checkpoint (a fine-tuning trial: its last
+                # evaluation; a pretraining trial: step 1), so metric histories may
+                # repeat the steps an earlier attempt ran past that point.
                 self.client.set_tag(run_id, "attempts", str(attempts))
         else:
             cfg = trial_config(trial.config)

@@ -9,6 +9,7 @@ the tensor frames themselves come from relcore's on-disk cache. Each trial repor
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ from relcore.pretrain import PretrainConfig, pretrain
 from sweeps.space import trial_config
 
 FAIL_ENV = "RELCORE_SWEEP_FAIL_KEY"  # tests inject a failing trial by its key
+FAIL_ONCE_ENV = "RELCORE_SWEEP_FAIL_ONCE_KEY"  # ... and one failing once, after its first checkpoint
 
 
 def dataset_spec(d: dict) -> DatasetSpec:
@@ -87,12 +89,7 @@ def pretrain_trainable(config: dict) -> None:
                **_where()}
         best_loss[0] = min(best_loss[0], metrics["val/loss"])
         out["best/val/loss"] = best_loss[0]
-        if checkpoint is not None:
-            ckpt_dir = Path(tempfile.mkdtemp(prefix="ckpt-", dir=workdir))
-            shutil.copy(checkpoint, ckpt_dir / "backbone.pt")
-            tune.report(out, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
-        else:
-            tune.report(out)
+        report_with_files(out, workdir, {"backbone.pt": checkpoint} if checkpoint else {})
         return None
 
     try:
@@ -107,7 +104,37 @@ def pretrain_trainable(config: dict) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def report_with_files(metrics: dict, workdir: Path, files: dict[str, str | os.PathLike]) -> None:
+    """``tune.report`` with a checkpoint holding ``files`` (name -> path), if any.
+
+    Tune copies the checkpoint to the sweep's storage before ``report`` returns, so the
+    local directory is removed right after: a trial keeps no copies on its node.
+    """
+    if not files:
+        tune.report(metrics)
+        return
+    ckpt_dir = Path(tempfile.mkdtemp(prefix="ckpt-", dir=workdir))
+    try:
+        for name, src in files.items():
+            shutil.copy(src, ckpt_dir / name)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+STATE_FILE, SUMMARY_FILE = "state.pt", "summary.json"
+
+
 def finetune_trainable(config: dict) -> None:
+    """One fine-tuning trial, resumable mid-run.
+
+    Every evaluation reports a checkpoint with the loop's resumable state
+    (:mod:`relcore.resume`); a trial restarted by ``--resume``, or by Tune after a
+    node failure, continues from its last one with the result it would have had
+    uninterrupted. The closing summary replaces that state with ``summary.json``
+    (Tune keeps one checkpoint per trial: a finished trial keeps kilobytes, not its
+    model), and a trial restored from it only reports its summary again.
+    """
     trial = config["trial"]
     t0 = time.perf_counter()
     _threads()
@@ -117,28 +144,46 @@ def finetune_trainable(config: dict) -> None:
     setup_s = time.perf_counter() - t0
     _maybe_fail(trial)
     metric, higher = main_metric(task)
+    workdir = Path(tempfile.mkdtemp(prefix="relcore-finetune-"))
+    state_path = workdir / STATE_FILE
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as ckpt_dir:
+            summary = Path(ckpt_dir, SUMMARY_FILE)
+            if summary.is_file():
+                tune.report(json.loads(summary.read_text()))
+                shutil.rmtree(workdir, ignore_errors=True)
+                return
+            shutil.copy(Path(ckpt_dir, STATE_FILE), state_path)
 
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if f"val/{metric}" not in metrics:
             return None
-        tune.report({**metrics, "monitor": metrics[f"val/{metric}"], "monitor_higher": float(higher),
-                     "setup_s": setup_s, **_where()})
+        out = {**metrics, "monitor": metrics[f"val/{metric}"], "monitor_higher": float(higher),
+               "setup_s": setup_s, **_where()}
+        report_with_files(out, workdir, {STATE_FILE: checkpoint} if checkpoint else {})
+        if checkpoint and restored is None and os.environ.get(FAIL_ONCE_ENV) == trial["key"]:
+            raise RuntimeError(f"injected failure in trial {trial['key']} after step {step}")
         return None
 
     def run(checkpoint_path: str | None):
         return finetune(graph, task, trial["task"], FinetuneConfig.from_dict(trial["finetune"]),
                         backbone_config=BackboneConfig.from_dict(trial["backbone"]),
-                        checkpoint=checkpoint_path, callback=report)
+                        checkpoint=checkpoint_path, callback=report, state_path=state_path)
 
-    if trial["checkpoint"] is None:
-        result = run(None)
-    else:
-        # Works for a shared filesystem path and for any pyarrow-fs URI alike.
-        with tune.Checkpoint(trial["checkpoint"]).as_directory() as ckpt_dir:
-            result = run(os.path.join(ckpt_dir, "backbone.pt"))
-    tune.report({"done_reason": result.stop_reason, "steps": result.steps, "busy_s": result.seconds,
-                 "setup_s": setup_s, "metric": metric, **_where(), "monitor_best": result.val[metric],
-                 "monitor": result.val[metric], "final": 1.0,
-                 "monitor_higher": float(higher),
-                 **{f"best/val/{k}": v for k, v in result.val.items()},
-                 **{f"best/test/{k}": v for k, v in result.test.items()}})
+    try:
+        if trial["checkpoint"] is None:
+            result = run(None)
+        else:
+            # Works for a shared filesystem path and for any pyarrow-fs URI alike.
+            with tune.Checkpoint(trial["checkpoint"]).as_directory() as ckpt_dir:
+                result = run(os.path.join(ckpt_dir, "backbone.pt"))
+        summary = {"done_reason": result.stop_reason, "steps": result.steps, "busy_s": result.seconds,
+                   "setup_s": setup_s, "metric": metric, **_where(), "monitor_best": result.val[metric],
+                   "monitor": result.val[metric], "final": 1.0, "monitor_higher": float(higher),
+                   **{f"best/val/{k}": v for k, v in result.val.items()},
+                   **{f"best/test/{k}": v for k, v in result.test.items()}}
+        Path(workdir, SUMMARY_FILE).write_text(json.dumps(summary))
+        report_with_files(summary, workdir, {SUMMARY_FILE: workdir / SUMMARY_FILE})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -79,7 +79,7 @@ def test_wall_time_uses_trial_time():
 
 def test_patience_starts_over_when_a_trial_restarts():
     """A resumed sweep restores the stoppers with the state of trials that were running;
-    those restart from their first step and must not inherit their old count."""
+    a trial restarting from its first step must not inherit its old count."""
     stopper = PatienceStopper(2, {})
     assert not stopper("a", {"training_iteration": 1, "monitor": 0.9, "monitor_higher": 1.0})
     assert not stopper("a", {"training_iteration": 2, "monitor": 0.5, "monitor_higher": 1.0})
@@ -89,12 +89,29 @@ def test_patience_starts_over_when_a_trial_restarts():
     assert not stopper("a", {"training_iteration": 3, "monitor": 0.6, "monitor_higher": 1.0})
     assert stopper("a", {"training_iteration": 4, "monitor": 0.6, "monitor_higher": 1.0})
 
-    # an experiment state saved before restarts were tracked: the restart still starts over
+
+def test_patience_after_a_rollback_to_a_checkpoint():
+    """A trial restored from its checkpoint at iteration 2 reports iteration 3 again: the
+    lost attempt's evaluations from 3 on no longer count, the ones up to 2 still do."""
+    stopper = PatienceStopper(3, {})
+    for it, value in [(1, 0.8), (2, 0.7), (3, 0.6)]:
+        assert not stopper("a", {"training_iteration": it, "monitor": value, "monitor_higher": 1.0})
+    # counted on top of the lost iteration 3, this would be the 3rd evaluation since the best
+    assert not stopper("a", {"training_iteration": 3, "monitor": 0.75, "monitor_higher": 1.0})
+    assert stopper("a", {"training_iteration": 4, "monitor": 0.74, "monitor_higher": 1.0})
+    assert PatienceStopper.evaluations_since_best([(1, 3.0), (2, 2.0), (3, 2.5)], higher=False) == 1
+
+
+def test_patience_stopper_pickled_by_older_code_starts_clean():
+    """States saved before per-iteration histories hold running counts (``_best``,
+    ``_bad``, ``_iteration``); their trials restart from step 1, so nothing carries over."""
     old = PatienceStopper(1, {})
-    assert not old("b", {"monitor": 0.9, "monitor_higher": 1.0})
-    del old.__dict__["_iteration"]
+    old.__dict__ = {"patience": 1, "reasons": {}, "_best": {"b": 0.9}, "_bad": {"b": 0},
+                    "_iteration": {"b": 7}}
     old = ray.cloudpickle.loads(ray.cloudpickle.dumps(old))
     assert not old("b", {"training_iteration": 1, "monitor": 0.5, "monitor_higher": 1.0})
+    assert old("b", {"training_iteration": 2, "monitor": 0.5, "monitor_higher": 1.0})
+    assert set(old.__dict__) == {"patience", "reasons", "_evals"}
 
 
 def test_stoppers_and_logger_share_reasons_after_unpickling(tmp_path):

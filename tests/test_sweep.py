@@ -50,12 +50,17 @@ def trial_runs(runs, stage):
     return [r for r in runs if r.data.tags.get("kind") == "trial" and r.data.tags.get("stage") == stage]
 
 
+FAILS_ONCE = "customer-rating-PF-linear-L2-sum-c0.2-s0"
+
+
 @pytest.fixture(scope="module")
 def quick_sweep(tmp_path_factory):
-    """One quick sweep with a fine-tuning trial made to fail (and not retried)."""
+    """One quick sweep with a fine-tuning trial made to fail at every start (retried once,
+    in vain) and one made to fail once, after its first evaluation (retried from there)."""
     tmp = tmp_path_factory.mktemp("sweep")
     failing = "customer-churn-B-linear-L2-mean-s0"
-    out = run_sweep(tmp, "quick", "--max-failures", "0", env={"RELCORE_SWEEP_FAIL_KEY": failing})
+    out = run_sweep(tmp, "quick", "--max-failures", "1",
+                    env={"RELCORE_SWEEP_FAIL_KEY": failing, "RELCORE_SWEEP_FAIL_ONCE_KEY": FAILS_ONCE})
     return tmp, out, failing
 
 
@@ -98,6 +103,23 @@ def test_failing_trial_is_marked_failed_and_sweep_goes_on(quick_sweep):
     assert [r.data.tags["trial_key"] for r in failed] == [failing]
     assert "injected failure" in failed[0].data.tags["error"]
     assert sum(r.info.status == "FINISHED" for r in ft) == QUICK_TRIALS["finetune"] - 1
+
+
+def test_failed_trial_continues_from_its_last_evaluation(quick_sweep):
+    """Tune retries a trial that failed after its first evaluation from the checkpoint that
+    evaluation reported (the loop's resumable state): steps 1-10 are not run again, so
+    each evaluation step is logged once and the trial ends at its last step."""
+    tmp, out, _ = quick_sweep
+    client, runs = runs_of(tmp, "quick")
+    run = next(r for r in trial_runs(runs, "finetune") if r.data.tags["trial_key"] == FAILS_ONCE)
+    assert run.info.status == "FINISHED", run.data.tags
+    steps = [int(m.value) for m in sorted(client.get_metric_history(run.info.run_id, "step"),
+                                          key=lambda m: m.timestamp)]
+    assert steps == [10, 20], steps  # a restart from scratch would log 10, 10, 20
+    assert run.data.metrics["steps"] == 20
+    # the injected failure happened: Tune's error file of the first attempt is kept
+    errors = list((tmp / "ray" / "quick-finetune").glob(f"*{FAILS_ONCE.replace('.', '_')}*/error.txt"))
+    assert errors and "after step 10" in errors[0].read_text()
 
 
 def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
