@@ -30,14 +30,28 @@ from sweeps import aggregate, report  # noqa: E402
 from sweeps.space import Grid  # noqa: E402
 
 
-def _runs(client: MlflowClient, experiment_id: str, query: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+class SweepRuns:
+    """Every MLflow run of one sweep, fetched once (a paper grid has ~250)."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str):
+        self.runs, token = [], None
+        while True:
+            page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+            self.runs.extend(page)
+            token = page.token
+            if not token:
+                break
+
+    def _of(self, kind: str, stage: str | None) -> list:
+        return [r for r in self.runs if r.data.tags.get("kind") == kind
+                and (stage is None or r.data.tags.get("stage") == stage)]
+
+    def stage_runs(self, stage: str) -> list:
+        """The stage's parent run(s)."""
+        return self._of("stage", stage)
+
+    def trials(self, stage: str | None = None) -> list:
+        return self._of("trial", stage)
 
 
 def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
@@ -54,14 +68,14 @@ def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
     return len(tasks) * (n_b + 2 * n_pre)  # B trials + P and P&F per pretraining checkpoint
 
 
-def stage_table(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
+def stage_table(runs: SweepRuns) -> pd.DataFrame:
     """One row per stage: planned, finished, running, failed trials and busy time."""
     rows, first_params = [], None
     for stage in ("pretrain", "finetune"):
-        parents = _runs(client, experiment_id, f"tags.kind = 'stage' and tags.stage = '{stage}'")
+        parents = runs.stage_runs(stage)
         if parents and first_params is None:
             first_params = parents[0].data.params  # the fine-tuning grid is the pretraining one
-        trials = _runs(client, experiment_id, f"tags.kind = 'trial' and tags.stage = '{stage}'")
+        trials = runs.trials(stage)
         status = pd.Series([r.info.status for r in trials], dtype=object)
         busy = [r.data.metrics.get("busy_s", r.data.metrics.get("time_total_s", math.nan))
                 for r in trials if r.info.status == "FINISHED"]
@@ -87,8 +101,7 @@ def _grid(stage_params: dict[str, str]) -> Grid | None:
         return None
 
 
-def time_left(client: MlflowClient, experiment_id: str, stages: pd.DataFrame,
-              params: dict[str, str]) -> tuple[float, list[str]]:
+def time_left(runs: SweepRuns, stages: pd.DataFrame, params: dict[str, str]) -> tuple[float, list[str]]:
     """CPU-seconds the unfinished trials need, and the groups it could not estimate.
 
     Trial cost depends most on the backbone and the GNN depth (a 3-hop rel-f1 batch is
@@ -99,7 +112,7 @@ def time_left(client: MlflowClient, experiment_id: str, stages: pd.DataFrame,
     if grid is None:
         return 0.0, ["the grid (stage parameters unreadable)"]
     busy: dict[tuple, list[float]] = {}
-    for r in _runs(client, experiment_id, "tags.kind = 'trial'"):
+    for r in runs.trials():
         layers = re.search(r"-L(\d+)-", r.data.tags.get("trial_key", ""))
         if r.info.status == "FINISHED" and layers:
             backbone = r.data.tags.get("table_model") or r.data.tags.get("backbone")
@@ -123,10 +136,10 @@ def time_left(client: MlflowClient, experiment_id: str, stages: pd.DataFrame,
     return seconds, unknown
 
 
-def finished_finetune_trials(client: MlflowClient, experiment_id: str, dataset: str) -> pd.DataFrame:
+def finished_finetune_trials(runs: SweepRuns, dataset: str) -> pd.DataFrame:
     """Finished fine-tuning trials in :func:`sweeps.aggregate.top_k`'s input format."""
     rows = []
-    for r in _runs(client, experiment_id, "tags.kind = 'trial' and tags.stage = 'finetune'"):
+    for r in runs.trials("finetune"):
         if r.info.status != "FINISHED":
             continue
         m, tags = r.data.metrics, r.data.tags
@@ -139,10 +152,10 @@ def finished_finetune_trials(client: MlflowClient, experiment_id: str, dataset: 
     return pd.DataFrame(rows)
 
 
-def trial_list(client: MlflowClient, experiment_id: str) -> pd.DataFrame:
+def trial_list(runs: SweepRuns) -> pd.DataFrame:
     """Every trial run: stage, key, status, last step, best validation value, busy time."""
     rows = []
-    for r in _runs(client, experiment_id, "tags.kind = 'trial'"):
+    for r in runs.trials():
         m = r.data.metrics
         best = next((m[k] for k in ("best/val/loss", "best/val/roc_auc", "best/val/mae") if k in m), math.nan)
         rows.append({"stage": r.data.tags.get("stage"), "key": r.data.tags.get("trial_key"),
@@ -171,25 +184,26 @@ def main(argv: list[str] | None = None) -> int:
     if exp is None:
         print(f"status: no sweep named '{args.name}' in {args.mlflow_uri}", file=sys.stderr)
         return 2
-    stages = stage_table(client, exp.experiment_id)
-    pre_params = _runs(client, exp.experiment_id, "tags.kind = 'stage' and tags.stage = 'pretrain'")
+    runs = SweepRuns(client, exp.experiment_id)
+    stages = stage_table(runs)
+    pre_params = runs.stage_runs("pretrain")
     dataset = pre_params[0].data.params.get("dataset", "?") if pre_params else "?"
     # trials at once: as given, else as the sweep logged it for a finished stage (a killed
     # sweep's trials stay RUNNING in MLflow until resumed), else those running now
-    logged = [r.data.metrics["slots"] for r in pre_params + _runs(
-        client, exp.experiment_id, "tags.kind = 'stage' and tags.stage = 'finetune'") if "slots" in r.data.metrics]
+    logged = [r.data.metrics["slots"] for r in pre_params + runs.stage_runs("finetune")
+              if "slots" in r.data.metrics]
     slots = args.slots or int(max(logged, default=0)) or max(int(stages["running"].sum()), 1)
     print(f"sweep '{args.name}' on {dataset} ({args.mlflow_uri})")
     print(stages.to_string(index=False))
-    left, unknown = time_left(client, exp.experiment_id, stages, pre_params[0].data.params if pre_params else {})
+    left, unknown = time_left(runs, stages, pre_params[0].data.params if pre_params else {})
     if left or unknown:
         print(f"time left at {slots} trial(s) at once, from the mean busy time of finished trials of the same "
               f"backbone and depth: ~{left / slots / 3600:.1f} h"
               + (f", plus groups with no finished trial yet: {', '.join(unknown)}" if unknown else ""))
 
     if args.trials:
-        print(trial_list(client, exp.experiment_id).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    results = aggregate.top_k(finished_finetune_trials(client, exp.experiment_id, dataset))
+        print(trial_list(runs).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    results = aggregate.top_k(finished_finetune_trials(runs, dataset))
     if results.empty:
         print("no fine-tuning trial has finished yet")
         return 0

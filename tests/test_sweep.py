@@ -310,10 +310,11 @@ def test_status_prices_unfinished_trials_by_backbone_and_depth(tmp_path):
         run = client.create_run(exp, tags=tags).info.run_id
         client.log_metric(run, "busy_s", seconds)
         client.set_terminated(run, "FINISHED")
-    stages = status.stage_table(client, exp)
-    pre = status._runs(client, exp, "tags.kind = 'stage' and tags.stage = 'pretrain'")[0]
+    runs = status.SweepRuns(client, exp)
+    stages = status.stage_table(runs)
+    pre = runs.stage_runs("pretrain")[0]
     # finetune: 1 task x (B 1 x 2 x 1 x 2 seeds + 2 x 2 checkpoints) = 8 trials, 4 per depth
     assert stages.set_index("stage").loc["finetune", "planned"] == 8
-    seconds, unknown = status.time_left(client, exp, stages, pre.data.params)
+    seconds, unknown = status.time_left(runs, stages, pre.data.params)
     assert seconds == pytest.approx((4 - 2) * 150.0)  # L2: 2 left at their mean; pretraining done
     assert unknown == ["finetune linear L3 (4 trials)"]
