@@ -18,6 +18,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from relcore.corruption import MarginalPool, corrupt_batch
+from relcore.errors import RelcoreError
 from relcore.graph import RelGraph
 from relcore.loop import (
     Callback,
@@ -30,6 +31,7 @@ from relcore.loop import (
 )
 from relcore.losses import ContrastiveObjective
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone, save_backbone
+from relcore.resume import capture_rng, load_state, restore_rng, save_state
 from relcore.sampling.batch import disjoint_union
 from relcore.sampling.hgt import HGSampler
 
@@ -107,11 +109,16 @@ def pretrain(
     max_time: int | None,
     out_dir: str | os.PathLike | None = None,
     callback: Callback | None = None,
+    state_path: str | os.PathLike | None = None,
 ) -> PretrainResult:
     """Pretrain a fresh backbone on ``graph`` rows dated ``<= max_time`` (unix seconds).
 
     Saves the best backbone (by validation loss) to ``out_dir/backbone.pt`` and the
-    loss history to ``out_dir/history.json``.
+    loss history to ``out_dir/history.json``; ``callback`` gets that path as its
+    ``checkpoint`` when it improved. With ``state_path`` the run is resumable
+    (:mod:`relcore.resume`): every evaluation saves its state there and passes that
+    path instead; a run finding the file (and its ``out_dir/backbone.pt``) continues from
+    it with the result an uninterrupted run would have had.
     """
     seed_everything(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -134,16 +141,30 @@ def pretrain(
         out.mkdir(parents=True, exist_ok=True)
     checkpoint = str(out / "backbone.pt") if out is not None else None
     clock, stopper = WallClock(config.time_limit_s), EarlyStopping(config.patience)
-    history: list[dict] = []
-    initial = evaluate(model, val_set)
-    stopper.update(0, initial["loss"])
-    best = dict(initial)
-    _save(backbone, checkpoint, graph, config, 0, initial)
-    history.append({"step": 0, **{f"val/{k}": v for k, v in initial.items()}})
-    notify(callback, 0, history[-1], checkpoint)
+    # What decides the computation; a saved state must match it to be continued.
+    run = {"loop": "pretrain", "backbone": backbone_config.to_dict(), "max_time": max_time,
+           "graph": graph.key, **{k: v for k, v in config.to_dict().items() if k not in ("device", "time_limit_s")}}
+    step, reason = 0, None
+    if state_path is not None and os.path.exists(state_path):
+        if checkpoint is None or not os.path.exists(checkpoint):
+            raise RelcoreError(f"resuming from {state_path} needs the run's best backbone in out_dir")
+        state = load_state(state_path, run)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        initial, best, final, history = state["initial"], state["best"], state["final"], state["history"]
+        stopper, step = EarlyStopping(**state["stopper"]), state["step"]
+        clock = WallClock(config.time_limit_s, start=clock.start - state["elapsed"])
+        restore_rng(state["rng"], gen, device)
+        reason = why_stop(False, stopper, clock)  # set if it had ended when it was saved
+    else:
+        initial = final = evaluate(model, val_set)
+        stopper.update(0, initial["loss"])
+        best = dict(initial)
+        _save(backbone, checkpoint, graph, config, 0, initial)
+        history = [{"step": 0, **{f"val/{k}": v for k, v in initial.items()}, "best/val/loss": initial["loss"]}]
+        notify(callback, 0, history[-1], checkpoint)
 
-    step, stop_reason, final = 0, "max_steps", initial
-    while step < config.max_steps:
+    while reason is None and step < config.max_steps:
         step += 1
         model.train()
         clean, corrupted = _pair(sampler, config, pool, gen, device)
@@ -154,20 +175,26 @@ def pretrain(
         metrics = {"step": step, **{f"train/{k}": v for k, v in losses.as_dict().items()
                                     if k in ("loss", *TERMS)}}
 
-        improved_ckpt = None
-        if step % config.eval_every == 0 or step == config.max_steps:
+        saved = None
+        evaluated = step % config.eval_every == 0 or step == config.max_steps
+        if evaluated:
             final = evaluate(model, val_set)
             metrics.update({f"val/{k}": v for k, v in final.items()})
             metrics["time/seconds"] = clock.elapsed
             if stopper.update(step, final["loss"]):
                 best = dict(final)
                 _save(backbone, checkpoint, graph, config, step, final)
-                improved_ckpt = checkpoint
+                saved = checkpoint
+            metrics["best/val/loss"] = best["loss"]
         history.append(metrics)
-        reason = why_stop(notify(callback, step, metrics, improved_ckpt), stopper, clock)
-        if reason is not None:
-            stop_reason = reason
-            break
+        if evaluated and state_path is not None:
+            save_state(state_path, {
+                "run": run, "step": step, "history": history, "initial": initial, "best": best,
+                "final": final, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "stopper": asdict(stopper), "elapsed": clock.elapsed, "rng": capture_rng(gen, device)})
+            saved = str(state_path)
+        reason = why_stop(notify(callback, step, metrics, saved), stopper, clock)
+    stop_reason = reason or "max_steps"
 
     seconds = clock.elapsed
     if out is not None:

@@ -28,8 +28,9 @@ from relcore.models import BackboneConfig
 from relcore.pretrain import PretrainConfig, pretrain
 from sweeps.space import trial_config
 
+STATE_FILE, SUMMARY_FILE = "state.pt", "summary.json"  # in trial checkpoints
 FAIL_ENV = "RELCORE_SWEEP_FAIL_KEY"  # tests inject a failing trial by its key
-FAIL_ONCE_ENV = "RELCORE_SWEEP_FAIL_ONCE_KEY"  # ... and one failing once, after its first checkpoint
+FAIL_ONCE_ENV = "RELCORE_SWEEP_FAIL_ONCE_KEYS"  # ... and trials failing once, after an evaluation
 
 
 def dataset_spec(d: dict) -> DatasetSpec:
@@ -72,6 +73,12 @@ def _maybe_fail(trial: dict) -> None:
 
 
 def pretrain_trainable(config: dict) -> None:
+    """One pretraining trial, resumable mid-run like :func:`finetune_trainable`.
+
+    Every evaluation reports a checkpoint with the best backbone so far
+    (``backbone.pt``, what fine-tuning reads) and the loop's resumable state; the
+    closing summary keeps ``backbone.pt`` and replaces the state by ``summary.json``.
+    """
     trial = trial_config(config)
     t0 = time.perf_counter()
     _threads()
@@ -80,28 +87,64 @@ def pretrain_trainable(config: dict) -> None:
     _maybe_fail(trial)
     max_time = int(dataset.val_timestamp.timestamp())  # pretrain only on rows <= val time
     workdir = Path(tempfile.mkdtemp(prefix="relcore-pretrain-"))
-    best_loss = [float("inf")]
+    best_path, state_path = workdir / "run" / "backbone.pt", workdir / STATE_FILE
+    restored = tune.get_checkpoint()
+    if restored is not None and _restore(restored, workdir, {"backbone.pt": best_path, STATE_FILE: state_path}):
+        return
 
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if "val/loss" not in metrics:
             return None  # Tune sees evaluations only; per-step metrics stay in history
         out = {**metrics, "monitor": metrics["val/loss"], "monitor_higher": 0.0, "setup_s": setup_s,
                **_where()}
-        best_loss[0] = min(best_loss[0], metrics["val/loss"])
-        out["best/val/loss"] = best_loss[0]
-        report_with_files(out, workdir, {"backbone.pt": checkpoint} if checkpoint else {})
+        files = {"backbone.pt": best_path} if checkpoint else {}
+        if checkpoint == str(state_path):
+            files[STATE_FILE] = state_path
+        report_with_files(out, workdir, files)
+        _maybe_fail_once(trial, restored, files)
         return None
 
     try:
         result = pretrain(graph, BackboneConfig.from_dict(trial["backbone"]),
                           PretrainConfig.from_dict(trial["pretrain"]), max_time=max_time,
-                          out_dir=workdir / "run", callback=report)
-        tune.report({"done_reason": result.stop_reason, "steps": result.steps, **_where(),
-                     "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
-                     "monitor": result.best["loss"], "final": 1.0,
-                     **{f"best/val/{k}": v for k, v in result.best.items()}})
+                          out_dir=best_path.parent, callback=report, state_path=state_path)
+        summary = {"done_reason": result.stop_reason, "steps": result.steps, **_where(),
+                   "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
+                   "monitor": result.best["loss"], "final": 1.0,
+                   **{f"best/val/{k}": v for k, v in result.best.items()}}
+        _report_summary(summary, workdir, {"backbone.pt": best_path})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _restore(checkpoint: tune.Checkpoint, workdir: Path, targets: dict[str, Path]) -> bool:
+    """Copy a restored trial's checkpoint files to ``targets`` (name -> local path), so
+    that its loop continues from them. A checkpoint holding the closing summary (the
+    trial had finished) is reported again instead; returns True then."""
+    with checkpoint.as_directory() as ckpt_dir:
+        summary = Path(ckpt_dir, SUMMARY_FILE)
+        if summary.is_file():
+            tune.report(json.loads(summary.read_text()))
+            shutil.rmtree(workdir, ignore_errors=True)
+            return True
+        for name, target in targets.items():
+            if Path(ckpt_dir, name).is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(ckpt_dir, name), target)
+    return False
+
+
+def _report_summary(summary: dict, workdir: Path, keep: dict[str, Path]) -> None:
+    """The closing report, with a checkpoint of ``keep`` plus the summary: Tune keeps one
+    checkpoint per trial, so the loop's state (the size of a model) is dropped."""
+    Path(workdir, SUMMARY_FILE).write_text(json.dumps(summary))
+    report_with_files(summary, workdir, {**keep, SUMMARY_FILE: workdir / SUMMARY_FILE})
+
+
+def _maybe_fail_once(trial: dict, restored, files: dict) -> None:
+    keys = os.environ.get(FAIL_ONCE_ENV, "").split(",")
+    if STATE_FILE in files and restored is None and trial["key"] in keys:
+        raise RuntimeError(f"injected failure in trial {trial['key']} after an evaluation")
 
 
 def report_with_files(metrics: dict, workdir: Path, files: dict[str, str | os.PathLike]) -> None:
@@ -120,9 +163,6 @@ def report_with_files(metrics: dict, workdir: Path, files: dict[str, str | os.Pa
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
     finally:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-
-
-STATE_FILE, SUMMARY_FILE = "state.pt", "summary.json"
 
 
 def finetune_trainable(config: dict) -> None:
@@ -147,23 +187,17 @@ def finetune_trainable(config: dict) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="relcore-finetune-"))
     state_path = workdir / STATE_FILE
     restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as ckpt_dir:
-            summary = Path(ckpt_dir, SUMMARY_FILE)
-            if summary.is_file():
-                tune.report(json.loads(summary.read_text()))
-                shutil.rmtree(workdir, ignore_errors=True)
-                return
-            shutil.copy(Path(ckpt_dir, STATE_FILE), state_path)
+    if restored is not None and _restore(restored, workdir, {STATE_FILE: state_path}):
+        return
 
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if f"val/{metric}" not in metrics:
             return None
         out = {**metrics, "monitor": metrics[f"val/{metric}"], "monitor_higher": float(higher),
                "setup_s": setup_s, **_where()}
-        report_with_files(out, workdir, {STATE_FILE: checkpoint} if checkpoint else {})
-        if checkpoint and restored is None and os.environ.get(FAIL_ONCE_ENV) == trial["key"]:
-            raise RuntimeError(f"injected failure in trial {trial['key']} after step {step}")
+        files = {STATE_FILE: state_path} if checkpoint else {}
+        report_with_files(out, workdir, files)
+        _maybe_fail_once(trial, restored, files)
         return None
 
     def run(checkpoint_path: str | None):
@@ -183,7 +217,6 @@ def finetune_trainable(config: dict) -> None:
                    "monitor": result.val[metric], "final": 1.0, "monitor_higher": float(higher),
                    **{f"best/val/{k}": v for k, v in result.val.items()},
                    **{f"best/test/{k}": v for k, v in result.test.items()}}
-        Path(workdir, SUMMARY_FILE).write_text(json.dumps(summary))
-        report_with_files(summary, workdir, {SUMMARY_FILE: workdir / SUMMARY_FILE})
+        _report_summary(summary, workdir, {})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

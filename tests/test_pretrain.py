@@ -64,3 +64,30 @@ def test_seeded_runs_are_reproducible(synthetic_dataset, synthetic_graph):
     a = pretrain(synthetic_graph, BackboneConfig(), cfg, max_time=cutoff)
     b = pretrain(synthetic_graph, BackboneConfig(), cfg, max_time=cutoff)
     assert a.final == b.final
+
+
+def test_interrupted_run_continues_to_the_same_result(synthetic_dataset, synthetic_graph, tmp_path):
+    """Stopped after its 2nd evaluation and continued from the saved state, pretraining
+    ends exactly like the run that never stopped: same subgraphs, corruptions, negatives
+    and dropout, hence the same losses and the same best backbone."""
+    cfg = PretrainConfig(max_steps=30, eval_every=10, val_subgraphs=2, patience=10, seed=3)
+    bb, cutoff = BackboneConfig(table_model="resnet"), int(synthetic_dataset.val_timestamp.timestamp())
+    ref = pretrain(synthetic_graph, bb, cfg, max_time=cutoff, out_dir=tmp_path / "whole")
+
+    state, handed = tmp_path / "state.pt", {}
+
+    def stop_at_step_20(step, metrics, saved):
+        handed[step] = saved
+        return step == 20
+
+    first = pretrain(synthetic_graph, bb, cfg, max_time=cutoff, out_dir=tmp_path / "cut",
+                     callback=stop_at_step_20, state_path=state)
+    assert first.stop_reason == "callback" and first.steps == 20
+    assert {s: p for s, p in handed.items() if p is not None and s > 0} == {10: str(state), 20: str(state)}
+    second = pretrain(synthetic_graph, bb, cfg, max_time=cutoff, out_dir=tmp_path / "cut", state_path=state)
+    strip = lambda h: [{k: v for k, v in m.items() if k != "time/seconds"} for m in h]  # noqa: E731
+    assert second.steps == 30 and strip(second.history) == strip(ref.history)
+    assert (second.initial, second.best, second.final, second.best_step) == \
+        (ref.initial, ref.best, ref.final, ref.best_step)
+    a, b = (torch.load(p / "backbone.pt", weights_only=False)["state_dict"] for p in (tmp_path / "whole", tmp_path / "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -50,17 +50,19 @@ def trial_runs(runs, stage):
     return [r for r in runs if r.data.tags.get("kind") == "trial" and r.data.tags.get("stage") == stage]
 
 
-FAILS_ONCE = "customer-rating-PF-linear-L2-sum-c0.2-s0"
+FAILS_ONCE = {"finetune": "customer-rating-PF-linear-L2-sum-c0.2-s0", "pretrain": "linear-L2-mean-c0.2-s0"}
 
 
 @pytest.fixture(scope="module")
 def quick_sweep(tmp_path_factory):
     """One quick sweep with a fine-tuning trial made to fail at every start (retried once,
-    in vain) and one made to fail once, after its first evaluation (retried from there)."""
+    in vain) and a trial of each stage made to fail once, after its step-10 evaluation
+    (retried from there)."""
     tmp = tmp_path_factory.mktemp("sweep")
     failing = "customer-churn-B-linear-L2-mean-s0"
     out = run_sweep(tmp, "quick", "--max-failures", "1",
-                    env={"RELCORE_SWEEP_FAIL_KEY": failing, "RELCORE_SWEEP_FAIL_ONCE_KEY": FAILS_ONCE})
+                    env={"RELCORE_SWEEP_FAIL_KEY": failing,
+                         "RELCORE_SWEEP_FAIL_ONCE_KEYS": ",".join(FAILS_ONCE.values())})
     return tmp, out, failing
 
 
@@ -105,21 +107,26 @@ def test_failing_trial_is_marked_failed_and_sweep_goes_on(quick_sweep):
     assert sum(r.info.status == "FINISHED" for r in ft) == QUICK_TRIALS["finetune"] - 1
 
 
-def test_failed_trial_continues_from_its_last_evaluation(quick_sweep):
-    """Tune retries a trial that failed after its first evaluation from the checkpoint that
-    evaluation reported (the loop's resumable state): steps 1-10 are not run again, so
-    each evaluation step is logged once and the trial ends at its last step."""
+@pytest.mark.parametrize("stage,evaluations", [("pretrain", [0, 10, 20]), ("finetune", [10, 20])])
+def test_failed_trial_continues_from_its_last_evaluation(quick_sweep, stage, evaluations):
+    """Tune retries a trial that failed after its step-10 evaluation from the checkpoint
+    that evaluation reported (the loop's resumable state): steps 1-10 are not run again,
+    so each evaluation step is logged once and the trial ends at its last step."""
     tmp, out, _ = quick_sweep
+    key = FAILS_ONCE[stage]
     client, runs = runs_of(tmp, "quick")
-    run = next(r for r in trial_runs(runs, "finetune") if r.data.tags["trial_key"] == FAILS_ONCE)
+    run = next(r for r in trial_runs(runs, stage) if r.data.tags["trial_key"] == key)
     assert run.info.status == "FINISHED", run.data.tags
     steps = [int(m.value) for m in sorted(client.get_metric_history(run.info.run_id, "step"),
                                           key=lambda m: m.timestamp)]
-    assert steps == [10, 20], steps  # a restart from scratch would log 10, 10, 20
+    assert steps == evaluations, steps  # a restart from scratch would log step 10 twice
     assert run.data.metrics["steps"] == 20
-    # the injected failure happened: Tune's error file of the first attempt is kept
-    errors = list((tmp / "ray" / "quick-finetune").glob(f"*{FAILS_ONCE.replace('.', '_')}*/error.txt"))
-    assert errors and "after step 10" in errors[0].read_text()
+    # the injected failure happened: Tune keeps the first attempt's error file
+    errors = list((tmp / "ray" / f"quick-{stage}").glob(f"*{key.replace('.', '_')}*/error.txt"))
+    assert errors and "injected failure" in errors[0].read_text()
+    if stage == "pretrain":  # its finished checkpoint is the best backbone, without the loop state
+        ckpt = sorted((errors[0].parent).glob("checkpoint_*"))[-1]
+        assert {p.name for p in ckpt.iterdir()} == {"backbone.pt", "summary.json"}
 
 
 def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
