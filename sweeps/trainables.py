@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from functools import lru_cache
@@ -120,7 +121,14 @@ def pretrain_trainable(config: dict) -> None:
 def _restore(checkpoint: tune.Checkpoint, workdir: Path, targets: dict[str, Path]) -> bool:
     """Copy a restored trial's checkpoint files to ``targets`` (name -> local path), so
     that its loop continues from them. A checkpoint holding the closing summary (the
-    trial had finished) is reported again instead; returns True then."""
+    trial had finished) is reported again instead; returns True then. A checkpoint that
+    is gone (deleted by hand, or in the instant between Tune replacing it and saving its
+    experiment state) starts the trial over rather than failing it."""
+    import pyarrow.fs
+
+    if checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.NotFound:
+        print(f"relcore: checkpoint {checkpoint.path} is gone; the trial starts over", file=sys.stderr)
+        return False
     with checkpoint.as_directory() as ckpt_dir:
         summary = Path(ckpt_dir, SUMMARY_FILE)
         if summary.is_file():

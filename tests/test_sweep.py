@@ -325,3 +325,24 @@ def test_status_prices_unfinished_trials_by_backbone_and_depth(tmp_path):
     seconds, unknown = status.time_left(runs, stages, pre.data.params)
     assert seconds == pytest.approx((4 - 2) * 150.0)  # L2: 2 left at their mean; pretraining done
     assert unknown == ["finetune linear L3 (4 trials)"]
+
+
+def test_restoring_a_trial_copies_its_checkpoint_or_starts_over(tmp_path, capsys):
+    """A retried trial's loop reads its state from the checkpoint's files; a checkpoint
+    that is gone makes it start over instead of failing every retry."""
+    sys.path.insert(0, str(REPO))
+    from ray import tune
+
+    from sweeps.trainables import _restore
+
+    ckpt = tmp_path / "checkpoint_000003"
+    ckpt.mkdir()
+    (ckpt / "state.pt").write_bytes(b"state")
+    target = tmp_path / "work" / "state.pt"
+    assert _restore(tune.Checkpoint.from_directory(str(ckpt)), tmp_path, {"state.pt": target}) is False
+    assert target.read_bytes() == b"state"
+
+    gone = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000004"))
+    again = tmp_path / "again" / "state.pt"
+    assert _restore(gone, tmp_path, {"state.pt": again}) is False and not again.exists()
+    assert "is gone; the trial starts over" in capsys.readouterr().err
