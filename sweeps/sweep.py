@@ -25,7 +25,7 @@ from sweeps import aggregate, report, space, tracking
 from sweeps.cluster import connect
 from sweeps.progress import ProgressLine
 from sweeps.stoppers import TrialStoppers
-from sweeps.trainables import finetune_trainable, pretrain_trainable
+from sweeps.trainables import DropLoopState, finetune_trainable, pretrain_trainable
 
 
 def _split(text: str | None, cast=str) -> tuple | None:
@@ -235,7 +235,7 @@ class Sweep:
                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                    callbacks=[tracking.TrialRunLogger(self.args.mlflow_uri, self.args.name,
                                                                       stage, parent, stoppers.reasons),
-                                              ProgressLine(stage, total)]))
+                                              ProgressLine(stage, total), DropLoopState()]))
         self._catch_stop_signals()
         grid = tuner.fit()
         results = [grid[i] for i in range(len(grid))]

@@ -9,7 +9,6 @@ the tensor frames themselves come from relcore's on-disk cache. Each trial repor
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -18,6 +17,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import pyarrow.fs
 import ray
 import torch
 from ray import tune
@@ -29,7 +29,7 @@ from relcore.models import BackboneConfig
 from relcore.pretrain import PretrainConfig, pretrain
 from sweeps.space import trial_config
 
-STATE_FILE, SUMMARY_FILE = "state.pt", "summary.json"  # in trial checkpoints
+STATE_FILE = "state.pt"  # the loop's resumable state, in trial checkpoints
 FAIL_ENV = "RELCORE_SWEEP_FAIL_KEY"  # tests inject a failing trial by its key
 FAIL_ONCE_ENV = "RELCORE_SWEEP_FAIL_ONCE_KEYS"  # ... and trials failing once, after an evaluation
 
@@ -77,8 +77,7 @@ def pretrain_trainable(config: dict) -> None:
     """One pretraining trial, resumable mid-run like :func:`finetune_trainable`.
 
     Every evaluation reports a checkpoint with the best backbone so far
-    (``backbone.pt``, what fine-tuning reads) and the loop's resumable state; the
-    closing summary keeps ``backbone.pt`` and replaces the state by ``summary.json``.
+    (``backbone.pt``, what fine-tuning reads) and the loop's resumable state.
     """
     trial = trial_config(config)
     t0 = time.perf_counter()
@@ -90,8 +89,8 @@ def pretrain_trainable(config: dict) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="relcore-pretrain-"))
     best_path, state_path = workdir / "run" / "backbone.pt", workdir / STATE_FILE
     restored = tune.get_checkpoint()
-    if restored is not None and _restore(restored, workdir, {"backbone.pt": best_path, STATE_FILE: state_path}):
-        return
+    if restored is not None:
+        _restore(restored, {"backbone.pt": best_path, STATE_FILE: state_path})
 
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if "val/loss" not in metrics:
@@ -113,40 +112,41 @@ def pretrain_trainable(config: dict) -> None:
                    "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
                    "monitor": result.best["loss"], "final": 1.0,
                    **{f"best/val/{k}": v for k, v in result.best.items()}}
-        _report_summary(summary, workdir, {"backbone.pt": best_path})
+        tune.report(summary)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _restore(checkpoint: tune.Checkpoint, workdir: Path, targets: dict[str, Path]) -> bool:
+def _restore(checkpoint: tune.Checkpoint, targets: dict[str, Path]) -> None:
     """Copy a restored trial's checkpoint files to ``targets`` (name -> local path), so
-    that its loop continues from them. A checkpoint holding the closing summary (the
-    trial had finished) is reported again instead; returns True then. A checkpoint that
-    is gone (deleted by hand, or in the instant between Tune replacing it and saving its
-    experiment state) starts the trial over rather than failing it."""
-    import pyarrow.fs
-
+    that its loop continues from them. A checkpoint that is gone (deleted by hand, or in
+    the instant between Tune replacing it and saving its experiment state) starts the
+    trial over rather than failing it."""
     if checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.NotFound:
         print(f"relcore: checkpoint {checkpoint.path} is gone; the trial starts over", file=sys.stderr)
-        return False
+        return
     with checkpoint.as_directory() as ckpt_dir:
-        summary = Path(ckpt_dir, SUMMARY_FILE)
-        if summary.is_file():
-            tune.report(json.loads(summary.read_text()))
-            shutil.rmtree(workdir, ignore_errors=True)
-            return True
         for name, target in targets.items():
             if Path(ckpt_dir, name).is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(Path(ckpt_dir, name), target)
-    return False
 
 
-def _report_summary(summary: dict, workdir: Path, keep: dict[str, Path]) -> None:
-    """The closing report, with a checkpoint of ``keep`` plus the summary: Tune keeps one
-    checkpoint per trial, so the loop's state (the size of a model) is dropped."""
-    Path(workdir, SUMMARY_FILE).write_text(json.dumps(summary))
-    report_with_files(summary, workdir, {**keep, SUMMARY_FILE: workdir / SUMMARY_FILE})
+class DropLoopState(tune.Callback):
+    """Removes the loop state from a finished trial's last checkpoint.
+
+    Tune keeps each trial's latest checkpoint; a finished trial is never resumed, so its
+    tens of MB of loop state would only fill the storage (~10 GB over the rel-f1 paper
+    grid). What the checkpoint finished with otherwise stays (pretraining: ``backbone.pt``).
+    """
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        ckpt = trial.checkpoint
+        if ckpt is None:
+            return
+        path = f"{ckpt.path.rstrip('/')}/{STATE_FILE}"
+        if ckpt.filesystem.get_file_info(path).type == pyarrow.fs.FileType.File:
+            ckpt.filesystem.delete_file(path)
 
 
 def _maybe_fail_once(trial: dict, restored, files: dict) -> None:
@@ -178,10 +178,8 @@ def finetune_trainable(config: dict) -> None:
 
     Every evaluation reports a checkpoint with the loop's resumable state
     (:mod:`relcore.resume`); a trial restarted by ``--resume``, or by Tune after a
-    node failure, continues from its last one with the result it would have had
-    uninterrupted. The closing summary replaces that state with ``summary.json``
-    (Tune keeps one checkpoint per trial: a finished trial keeps kilobytes, not its
-    model), and a trial restored from it only reports its summary again.
+    failure, continues from its last one with the result it would have had
+    uninterrupted (:class:`DropLoopState` removes it once the trial has finished).
     """
     trial = config["trial"]
     t0 = time.perf_counter()
@@ -195,8 +193,8 @@ def finetune_trainable(config: dict) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="relcore-finetune-"))
     state_path = workdir / STATE_FILE
     restored = tune.get_checkpoint()
-    if restored is not None and _restore(restored, workdir, {STATE_FILE: state_path}):
-        return
+    if restored is not None:
+        _restore(restored, {STATE_FILE: state_path})
 
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if f"val/{metric}" not in metrics:
@@ -225,6 +223,6 @@ def finetune_trainable(config: dict) -> None:
                    "monitor": result.val[metric], "final": 1.0, "monitor_higher": float(higher),
                    **{f"best/val/{k}": v for k, v in result.val.items()},
                    **{f"best/test/{k}": v for k, v in result.test.items()}}
-        _report_summary(summary, workdir, {})
+        tune.report(summary)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

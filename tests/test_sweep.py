@@ -124,9 +124,11 @@ def test_failed_trial_continues_from_its_last_evaluation(quick_sweep, stage, eva
     # the injected failure happened: Tune keeps the first attempt's error file
     errors = list((tmp / "ray" / f"quick-{stage}").glob(f"*{key.replace('.', '_')}*/error.txt"))
     assert errors and "injected failure" in errors[0].read_text()
-    if stage == "pretrain":  # its finished checkpoint is the best backbone, without the loop state
-        ckpt = sorted((errors[0].parent).glob("checkpoint_*"))[-1]
-        assert {p.name for p in ckpt.iterdir()} == {"backbone.pt", "summary.json"}
+    # a finished trial's checkpoint keeps what it finished with, not its loop state
+    ckpt = sorted((errors[0].parent).glob("checkpoint_*"))[-1]
+    assert {p.name for p in ckpt.iterdir()} == ({"backbone.pt"} if stage == "pretrain" else set())
+    states = list((tmp / "ray").glob("quick-*/*/checkpoint_*/state.pt"))
+    assert states == [], states
 
 
 def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
@@ -339,10 +341,11 @@ def test_restoring_a_trial_copies_its_checkpoint_or_starts_over(tmp_path, capsys
     ckpt.mkdir()
     (ckpt / "state.pt").write_bytes(b"state")
     target = tmp_path / "work" / "state.pt"
-    assert _restore(tune.Checkpoint.from_directory(str(ckpt)), tmp_path, {"state.pt": target}) is False
-    assert target.read_bytes() == b"state"
+    _restore(tune.Checkpoint.from_directory(str(ckpt)), {"state.pt": target, "backbone.pt": tmp_path / "b.pt"})
+    assert target.read_bytes() == b"state" and not (tmp_path / "b.pt").exists()
 
     gone = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000004"))
     again = tmp_path / "again" / "state.pt"
-    assert _restore(gone, tmp_path, {"state.pt": again}) is False and not again.exists()
+    _restore(gone, {"state.pt": again})
+    assert not again.exists()
     assert "is gone; the trial starts over" in capsys.readouterr().err
