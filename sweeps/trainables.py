@@ -73,6 +73,45 @@ def _maybe_fail(trial: dict) -> None:
         raise RuntimeError(f"injected failure in trial {trial['key']}")
 
 
+def report_with_files(metrics: dict, workdir: Path, files: dict[str, str | os.PathLike]) -> None:
+    """``tune.report`` with a checkpoint holding ``files`` (name -> path), if any.
+
+    Tune copies the checkpoint to the sweep's storage before ``report`` returns, so the
+    local directory is removed right after: a trial keeps no copies on its node.
+    """
+    if not files:
+        tune.report(metrics)
+        return
+    ckpt_dir = Path(tempfile.mkdtemp(prefix="ckpt-", dir=workdir))
+    try:
+        for name, src in files.items():
+            shutil.copy(src, ckpt_dir / name)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _restore(checkpoint: tune.Checkpoint, targets: dict[str, Path]) -> None:
+    """Copy a restored trial's checkpoint files to ``targets`` (name -> local path), so
+    that its loop continues from them. A checkpoint that is gone (deleted by hand, or in
+    the instant between Tune replacing it and saving its experiment state) starts the
+    trial over rather than failing it."""
+    if checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.NotFound:
+        print(f"relcore: checkpoint {checkpoint.path} is gone; the trial starts over", file=sys.stderr)
+        return
+    with checkpoint.as_directory() as ckpt_dir:
+        for name, target in targets.items():
+            if Path(ckpt_dir, name).is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(ckpt_dir, name), target)
+
+
+def _maybe_fail_once(trial: dict, restored, files: dict) -> None:
+    keys = os.environ.get(FAIL_ONCE_ENV, "").split(",")
+    if STATE_FILE in files and restored is None and trial["key"] in keys:
+        raise RuntimeError(f"injected failure in trial {trial['key']} after an evaluation")
+
+
 def pretrain_trainable(config: dict) -> None:
     """One pretraining trial, resumable mid-run like :func:`finetune_trainable`.
 
@@ -115,62 +154,6 @@ def pretrain_trainable(config: dict) -> None:
         tune.report(summary)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _restore(checkpoint: tune.Checkpoint, targets: dict[str, Path]) -> None:
-    """Copy a restored trial's checkpoint files to ``targets`` (name -> local path), so
-    that its loop continues from them. A checkpoint that is gone (deleted by hand, or in
-    the instant between Tune replacing it and saving its experiment state) starts the
-    trial over rather than failing it."""
-    if checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.NotFound:
-        print(f"relcore: checkpoint {checkpoint.path} is gone; the trial starts over", file=sys.stderr)
-        return
-    with checkpoint.as_directory() as ckpt_dir:
-        for name, target in targets.items():
-            if Path(ckpt_dir, name).is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(Path(ckpt_dir, name), target)
-
-
-class DropLoopState(tune.Callback):
-    """Removes the loop state from a finished trial's last checkpoint.
-
-    Tune keeps each trial's latest checkpoint; a finished trial is never resumed, so its
-    tens of MB of loop state would only fill the storage (~10 GB over the rel-f1 paper
-    grid). What the checkpoint finished with otherwise stays (pretraining: ``backbone.pt``).
-    """
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        ckpt = trial.checkpoint
-        if ckpt is None:
-            return
-        path = f"{ckpt.path.rstrip('/')}/{STATE_FILE}"
-        if ckpt.filesystem.get_file_info(path).type == pyarrow.fs.FileType.File:
-            ckpt.filesystem.delete_file(path)
-
-
-def _maybe_fail_once(trial: dict, restored, files: dict) -> None:
-    keys = os.environ.get(FAIL_ONCE_ENV, "").split(",")
-    if STATE_FILE in files and restored is None and trial["key"] in keys:
-        raise RuntimeError(f"injected failure in trial {trial['key']} after an evaluation")
-
-
-def report_with_files(metrics: dict, workdir: Path, files: dict[str, str | os.PathLike]) -> None:
-    """``tune.report`` with a checkpoint holding ``files`` (name -> path), if any.
-
-    Tune copies the checkpoint to the sweep's storage before ``report`` returns, so the
-    local directory is removed right after: a trial keeps no copies on its node.
-    """
-    if not files:
-        tune.report(metrics)
-        return
-    ckpt_dir = Path(tempfile.mkdtemp(prefix="ckpt-", dir=workdir))
-    try:
-        for name, src in files.items():
-            shutil.copy(src, ckpt_dir / name)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
-    finally:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
 def finetune_trainable(config: dict) -> None:
@@ -226,3 +209,20 @@ def finetune_trainable(config: dict) -> None:
         tune.report(summary)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class DropLoopState(tune.Callback):
+    """Removes the loop state from a finished trial's last checkpoint.
+
+    Tune keeps each trial's latest checkpoint; a finished trial is never resumed, so its
+    tens of MB of loop state would only fill the storage (~10 GB over the rel-f1 paper
+    grid). What the checkpoint finished with otherwise stays (pretraining: ``backbone.pt``).
+    """
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        ckpt = trial.checkpoint
+        if ckpt is None:
+            return
+        path = f"{ckpt.path.rstrip('/')}/{STATE_FILE}"
+        if ckpt.filesystem.get_file_info(path).type == pyarrow.fs.FileType.File:
+            ckpt.filesystem.delete_file(path)
