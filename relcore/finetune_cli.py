@@ -37,6 +37,8 @@ def add_parser(sub, add_dataset_args) -> None:
                    help="bf16: mixed-precision forward passes (faster on AVX512-BF16/AMX CPUs and GPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.add_argument("--state", help="resumable run: save the loop state here at every evaluation, "
+                   "and continue from it when it exists (e.g. a batch job resubmitted after its time limit)")
     p.set_defaults(run=run, render=render)
 
 
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> dict:
                             fanouts=args.fanouts, regression_loss=args.loss,
                             time_limit_s=args.time_limit, precision=args.precision, seed=args.seed)
     backbone = BackboneConfig(table_model=args.backbone, layers=args.layers, aggr=args.aggr)
-    result = finetune(graph, task, args.task, config, backbone_config=backbone, checkpoint=args.checkpoint)
+    result = finetune(graph, task, args.task, config, backbone_config=backbone, checkpoint=args.checkpoint,
+                      state_path=args.state)
     return result.summary()
 
 

@@ -23,6 +23,8 @@ def add_parser(sub, add_dataset_args) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--out", required=True, help="folder for backbone.pt and history.json")
+    p.add_argument("--state", help="resumable run: save the loop state here at every evaluation, "
+                   "and continue from it (and --out's backbone.pt) when it exists")
     p.set_defaults(run=run, render=render)
 
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> dict:
     graph = build_graph(dataset.get_db())
     cutoff = getattr(dataset, "val_timestamp", None)
     max_time = int(cutoff.timestamp()) if cutoff is not None else None
-    return pretrain(graph, backbone, config, max_time=max_time, out_dir=args.out).summary()
+    return pretrain(graph, backbone, config, max_time=max_time, out_dir=args.out, state_path=args.state).summary()
 
 
 def render(result: dict) -> str:

@@ -186,6 +186,24 @@ def test_cli_finetune_json(checkpoint):
     assert res["best_step"] in (5, 10) and res["seconds"] > 0
 
 
+def test_cli_state_resubmitted_job_continues_and_refuses_another_run(tmp_path):
+    """A batch job resubmitted with the same --state continues the saved run (here it had
+    finished: the same result, no step run again); another run's state is refused."""
+    state = str(tmp_path / "state.pt")
+    args = ("finetune", "synthetic", "--task", "customer-churn", "--mode", "B", "--backbone", "linear",
+            "--max-steps", "10", "--eval-every", "5", "--batch-size", "64", "--fanouts", "8,8", "--json",
+            "--state", state)
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    a, b = (json.loads(o.stdout.strip().splitlines()[-1]) for o in (first, again))
+    assert (b["val"], b["test"], b["steps"], b["best_step"]) == (a["val"], a["test"], 10, a["best_step"])
+    other = cli(*args, "--seed", "1")
+    assert other.returncode != 0
+    assert other.stderr.strip().splitlines()[-1].endswith("belongs to another run (it differs in: seed)")
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--task", "nope", "--mode", "B"], "unknown task 'nope'"),
     (["--task", "customer-churn", "--mode", "P"], "needs a pretrained --checkpoint"),
