@@ -69,17 +69,30 @@ def table(results: pd.DataFrame) -> str:
 
 
 def pf_vs_b(results: pd.DataFrame) -> str:
-    """Where P&F beats B on test (ours and the paper's), by how much."""
-    lines = ["| task | backbone | ours: P&F − B (test) | paper: P&F − B (test) |", "|---|---|---|---|"]
+    """Where P&F beats B (ours and the paper's), by how much, on validation and test; then
+    how many cells agree with the paper in sign."""
+    lines = ["| task | backbone | ours: P&F − B val | paper: val | ours: P&F − B test | paper: test |",
+             "|---|---|---|---|---|---|"]
+    agree = {"val": [0, 0], "test": [0, 0]}  # same sign as the paper, cells with both regimes
     for task in METRIC:
         sign = -1.0 if METRIC[task] == "mae" else 1.0  # positive = P&F better
         for backbone in BACKBONE:
-            b, pf = ours(results, task, backbone, "B", "test"), ours(results, task, backbone, "PF", "test")
-            paper = sign * (PAPER[(task, backbone, "PF")][1] - PAPER[(task, backbone, "B")][1])
-            mine = "—" if b is None or pf is None else f"{sign * (pf[0] - b[0]):+.3f}"
-            lines.append(f"| {task} | {BACKBONE[backbone]} | {mine} | {paper:+.3f} |")
+            cells = []
+            for i, split in enumerate(("val", "test")):
+                b, pf = ours(results, task, backbone, "B", split), ours(results, task, backbone, "PF", split)
+                paper = sign * (PAPER[(task, backbone, "PF")][i] - PAPER[(task, backbone, "B")][i])
+                if b is None or pf is None:
+                    cells += ["—", f"{paper:+.3f}"]
+                    continue
+                mine = sign * (pf[0] - b[0])
+                agree[split][0] += (mine > 0) == (paper > 0)
+                agree[split][1] += 1
+                cells += [f"{mine:+.3f}", f"{paper:+.3f}"]
+            lines.append(f"| {task} | {BACKBONE[backbone]} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("(positive = P&F better than B: higher AUROC, lower MAE; AUROC in points)")
+    lines.append("(positive = P&F better than B: higher AUROC, lower MAE; AUROC in points) "
+                 f"Same sign as the paper: val {agree['val'][0]} of {agree['val'][1]} cells, "
+                 f"test {agree['test'][0]} of {agree['test'][1]}.")
     return "\n".join(lines)
 
 
