@@ -9,9 +9,9 @@ Trials report ``monitor`` (the validation value that selects models) and
 summary (``final``) repeats the best value for searchers and is not an evaluation.
 
 Resuming (``--resume``) restores the stoppers from Tune's experiment state, with the
-state of trials that were running when the sweep stopped. Those trials restart from
-their last checkpoint (fine-tuning checkpoints every evaluation) or from their first
-step, and report again from the iteration after it: the patience stopper keeps each
+state of trials that were running when the sweep stopped. Those trials continue from
+their last checkpoint (every evaluation saves one), or from their first step if they had
+none, and report again from the iteration after it: the patience stopper keeps each
 trial's evaluations by iteration and forgets those at or after a report's iteration.
 """
 

@@ -213,7 +213,8 @@ class Sweep:
         if self.args.resume and tune.Tuner.can_restore(path):
             print(f"run_grid: resuming {stage} from {path}", flush=True)
             if stale := tracking.mark_interrupted(self.client, self.experiment_id, stage):
-                print(f"run_grid: {stale} trial(s) interrupted by the stop will restart", flush=True)
+                print(f"run_grid: {stale} trial(s) interrupted by the stop continue from their last "
+                      "evaluation", flush=True)
             tuner = tune.Tuner.restore(path, trainable=runnable, resume_unfinished=True,
                                        resume_errored=False, param_space=param_space)
         else:

@@ -127,9 +127,9 @@ class TrialRunLogger(MLflowLoggerCallback):
             self.client.update_run(run_id, status="RUNNING")
             if "step" in existing.data.metrics:  # it had reported: this is another attempt
                 attempts = int(existing.data.tags.get("attempts", "1")) + 1
-                # It continues from its last checkpoint (a fine-tuning trial: its last
-                # evaluation; a pretraining trial: step 1), so metric histories may
-                # repeat the steps an earlier attempt ran past that point.
+                # It continues from its last checkpoint (its last evaluation, or step 1
+                # if it had none), so metric histories may repeat the steps an earlier
+                # attempt ran past that point.
                 self.client.set_tag(run_id, "attempts", str(attempts))
         else:
             cfg = trial_config(trial.config)
