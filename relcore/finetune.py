@@ -37,7 +37,7 @@ from relcore.loop import (
     why_stop,
 )
 from relcore.models import BackboneConfig, GraphMeta, MLPHead, RDLBackbone, load_backbone
-from relcore.resume import capture_rng, load_state, restore_rng, save_state
+from relcore.resume import load_state, loop_state, resume_loop, run_identity, save_state
 from relcore.sampling.temporal import TemporalNeighborSampler
 
 MODES = ("B", "P", "PF")
@@ -248,18 +248,12 @@ def finetune(
     best_state, best_val, best_test = copy.deepcopy(model.state_dict()), {}, {}
     order, cursor = torch.randperm(len(train.ids), generator=gen), 0
     step, reason = 0, None
-    # What decides the computation; a saved state must match it to be continued.
-    run = {"loop": "finetune", "task": task_name, "backbone": model.backbone.config.to_dict(),
-           **{k: v for k, v in config.to_dict().items() if k not in ("device", "time_limit_s")}}
+    run = run_identity("finetune", config.to_dict(), task=task_name, backbone=model.backbone.config.to_dict())
     if state_path is not None and os.path.exists(state_path):
         state = load_state(state_path, run)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        step, stopper, clock = resume_loop(state, model, optimizer, gen, device, config.time_limit_s)
         best_state, best_val, best_test = state["best_state"], state["best_val"], state["best_test"]
-        stopper, history = EarlyStopping(**state["stopper"]), state["history"]
-        order, cursor, step = state["order"], state["cursor"], state["step"]
-        clock = WallClock(config.time_limit_s, start=clock.start - state["elapsed"])
-        restore_rng(state["rng"], gen, device)
+        history, order, cursor = state["history"], state["order"], state["cursor"]
         reason = why_stop(False, stopper, clock)  # set if it had ended when it was saved
     while reason is None and step < config.max_steps:
         step += 1
@@ -294,11 +288,9 @@ def finetune(
         history.append(metrics)
         saved = None
         if evaluated and state_path is not None:
-            save_state(state_path, {
-                "run": run, "step": step, "order": order, "cursor": cursor, "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "best_state": best_state, "best_val": best_val, "best_test": best_test,
-                "stopper": asdict(stopper), "elapsed": clock.elapsed, "rng": capture_rng(gen, device)})
+            save_state(state_path, loop_state(run, step, model, optimizer, stopper, clock, gen, device,
+                                              order=order, cursor=cursor, history=history, best_state=best_state,
+                                              best_val=best_val, best_test=best_test))
             saved = str(state_path)
         reason = why_stop(notify(callback, step, metrics, saved), stopper, clock)
     stop_reason = reason or "max_steps"

@@ -31,7 +31,7 @@ from relcore.loop import (
 )
 from relcore.losses import ContrastiveObjective
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone, save_backbone
-from relcore.resume import capture_rng, load_state, restore_rng, save_state
+from relcore.resume import load_state, loop_state, resume_loop, run_identity, save_state
 from relcore.sampling.batch import disjoint_union
 from relcore.sampling.hgt import HGSampler
 
@@ -141,20 +141,15 @@ def pretrain(
         out.mkdir(parents=True, exist_ok=True)
     checkpoint = str(out / "backbone.pt") if out is not None else None
     clock, stopper = WallClock(config.time_limit_s), EarlyStopping(config.patience)
-    # What decides the computation; a saved state must match it to be continued.
-    run = {"loop": "pretrain", "backbone": backbone_config.to_dict(), "max_time": max_time,
-           "graph": graph.key, **{k: v for k, v in config.to_dict().items() if k not in ("device", "time_limit_s")}}
+    run = run_identity("pretrain", config.to_dict(), backbone=backbone_config.to_dict(), max_time=max_time,
+                       graph=graph.key)
     step, reason = 0, None
     if state_path is not None and os.path.exists(state_path):
         if checkpoint is None or not os.path.exists(checkpoint):
             raise RelcoreError(f"resuming from {state_path} needs the run's best backbone in out_dir")
         state = load_state(state_path, run)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        step, stopper, clock = resume_loop(state, model, optimizer, gen, device, config.time_limit_s)
         initial, best, final, history = state["initial"], state["best"], state["final"], state["history"]
-        stopper, step = EarlyStopping(**state["stopper"]), state["step"]
-        clock = WallClock(config.time_limit_s, start=clock.start - state["elapsed"])
-        restore_rng(state["rng"], gen, device)
         reason = why_stop(False, stopper, clock)  # set if it had ended when it was saved
     else:
         initial = final = evaluate(model, val_set)
@@ -188,10 +183,8 @@ def pretrain(
             metrics["best/val/loss"] = best["loss"]
         history.append(metrics)
         if evaluated and state_path is not None:
-            save_state(state_path, {
-                "run": run, "step": step, "history": history, "initial": initial, "best": best,
-                "final": final, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "stopper": asdict(stopper), "elapsed": clock.elapsed, "rng": capture_rng(gen, device)})
+            save_state(state_path, loop_state(run, step, model, optimizer, stopper, clock, gen, device,
+                                              history=history, initial=initial, best=best, final=final))
             saved = str(state_path)
         reason = why_stop(notify(callback, step, metrics, saved), stopper, clock)
     stop_reason = reason or "max_steps"

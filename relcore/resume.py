@@ -16,15 +16,50 @@ import os
 import pickle
 import random
 import tempfile
+import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
 from relcore.errors import RelcoreError
+from relcore.loop import EarlyStopping, WallClock
+
+# Where a run executes and how long it may take: free to change when it is continued.
+NOT_DECIDING = ("device", "time_limit_s")
 
 
-def capture_rng(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+def run_identity(loop: str, config: dict[str, Any], **decides: Any) -> dict[str, Any]:
+    """What decides a run's computation: its loop, its settings (``config``, a config's
+    ``to_dict()``) but those in :data:`NOT_DECIDING`, and ``decides``. A saved state is
+    continued only by a run with the same identity."""
+    return {"loop": loop, **decides, **{k: v for k, v in config.items() if k not in NOT_DECIDING}}
+
+
+def loop_state(run: dict[str, Any], step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               stopper: EarlyStopping, clock: WallClock, generator: torch.Generator, device: torch.device,
+               **rest: Any) -> dict[str, Any]:
+    """What every loop saves after evaluation ``step`` (weights, optimiser, early-stopping
+    counters, elapsed time, RNG states), plus the loop's own ``rest``."""
+    return {"run": run, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "stopper": asdict(stopper), "elapsed": clock.elapsed, "rng": _capture_rng(generator, device), **rest}
+
+
+def resume_loop(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                generator: torch.Generator, device: torch.device,
+                time_limit_s: float) -> tuple[int, EarlyStopping, WallClock]:
+    """Put back what :func:`loop_state` saved: weights, optimiser and RNG states in place;
+    returns the step to continue after, the early stopper and a clock that goes on from
+    the saved elapsed time."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    _restore_rng(state["rng"], generator, device)
+    clock = WallClock(time_limit_s, start=time.perf_counter() - state["elapsed"])
+    return state["step"], EarlyStopping(**state["stopper"]), clock
+
+
+def _capture_rng(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
     """The state of the loop's own generator and of every global one it may draw from."""
     state = {"generator": generator.get_state(), "torch": torch.get_rng_state(),
              "numpy": np.random.get_state(), "python": random.getstate()}
@@ -33,7 +68,7 @@ def capture_rng(generator: torch.Generator, device: torch.device) -> dict[str, A
     return state
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+def _restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
