@@ -32,20 +32,17 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import Report  # noqa: E402
+from bench_device import Report, cost_only_checkpoint, load_f1  # noqa: E402
 from bench_scale import step_timer  # noqa: E402
 
-from relcore.data import DatasetSpec, load_dataset, load_task  # noqa: E402
+from relcore.data import load_task  # noqa: E402
 from relcore.finetune import FinetuneConfig, SplitTable, finetune  # noqa: E402
-from relcore.graph import build_graph  # noqa: E402
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone  # noqa: E402
-from relcore.pretrain import PretrainConfig, pretrain  # noqa: E402
 from relcore.sampling import TemporalNeighborSampler  # noqa: E402
 
 
@@ -145,21 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="markdown report, rewritten after every line")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    out = Report(Path(args.out) if args.out else None)
-    out("# Fine-tuning cost by GNN depth (rel-f1, fan-out 128 per hop, batch 512, 1 thread)")
-    out(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores; torch {torch.__version__}; "
-        f"load average at start {os.getloadavg()[0]:.2f}")
-
-    spec = DatasetSpec("rel-f1", raw_dir=args.raw_dir)
-    dataset = load_dataset(spec)
-    graph = build_graph(dataset.get_db())
-    max_time = int(dataset.val_timestamp.timestamp())
+    out = Report.start(args.out, "Fine-tuning cost by GNN depth (rel-f1, fan-out 128 per hop, batch 512, 1 thread)",
+                       "1 torch thread")
+    spec, dataset, graph, max_time = load_f1(args.raw_dir)
     work = Path(tempfile.mkdtemp(prefix="relcore-depth-"))
-    checkpoints = {}
-    for layers in (2, 3):  # P needs a checkpoint of the right depth; one step is enough for its cost
-        pretrain(graph, BackboneConfig(table_model="resnet", layers=layers),
-                 PretrainConfig(max_steps=1, val_subgraphs=1, device="cpu"), max_time, out_dir=work / f"L{layers}")
-        checkpoints[layers] = str(work / f"L{layers}" / "backbone.pt")
+    checkpoints = {layers: cost_only_checkpoint(graph, BackboneConfig(table_model="resnet", layers=layers),
+                                                max_time, work / f"L{layers}") for layers in (2, 3)}
 
     out("\n| task | layers | nodes / batch | edges / batch | distinct rows | B s/step | P s/step |")
     out("|---|---|---|---|---|---|---|")

@@ -55,11 +55,34 @@ class Report:
     def __init__(self, path: Path | None) -> None:
         self.path, self.lines = path, []
 
+    @classmethod
+    def start(cls, path: str | None, title: str, note: str) -> "Report":
+        """A report opened with its title and when, where and how it was measured."""
+        out = cls(Path(path) if path else None)
+        out(f"# {title}")
+        out(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores; torch {torch.__version__}; "
+            f"{note}; load average at start {os.getloadavg()[0]:.2f}")
+        return out
+
     def __call__(self, line: str = "") -> None:
         print(line, flush=True)
         self.lines.append(line)
         if self.path is not None:
             self.path.write_text("\n".join(self.lines) + "\n")
+
+
+def load_f1(raw_dir: str | None):
+    """(spec, dataset, graph, pretraining cut-off) of rel-f1 from its raw files."""
+    spec = DatasetSpec("rel-f1", raw_dir=raw_dir)
+    dataset = load_dataset(spec)
+    return spec, dataset, build_graph(dataset.get_db()), int(dataset.val_timestamp.timestamp())
+
+
+def cost_only_checkpoint(graph, backbone: BackboneConfig, max_time: int, out_dir: Path, device: str = "cpu") -> str:
+    """A pretrained ``backbone.pt`` after one step, for P and P&F runs that measure cost:
+    their metrics would be meaningless, their cost is not."""
+    pretrain(graph, backbone, PretrainConfig(max_steps=1, val_subgraphs=1, device=device), max_time, out_dir=out_dir)
+    return str(out_dir / "backbone.pt")
 
 
 def pretrain_step(graph, max_time, table_model: str, device: str, steps: int, skip: int) -> float:
@@ -94,10 +117,8 @@ def section_finetune(out: Report, graph, task, max_time: int, work: Path, args) 
     out(f"| layers | regime | {args.device} fp32 | {args.device} bf16 | cpu fp32, 1 thread | speed-up fp32 |")
     out("|---|---|---|---|---|---|")
     for layers in args.depths:
-        # a one-step checkpoint for P: its metric would be meaningless, its cost is not
-        pretrain(graph, BackboneConfig(table_model="resnet", layers=layers),
-                 PretrainConfig(max_steps=1, val_subgraphs=1, device=args.device), max_time, out_dir=work / f"L{layers}")
-        tiny = str(work / f"L{layers}" / "backbone.pt")
+        tiny = cost_only_checkpoint(graph, BackboneConfig(table_model="resnet", layers=layers), max_time,
+                                    work / f"L{layers}", args.device)
         for mode in ("B", "P"):
             def run(device: str, precision: str, steps: int) -> float:
                 return finetune_step(graph, task, args.task, mode, device, precision, steps, args.skip, tiny, layers)
@@ -144,14 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     args.depths = [int(d) for d in args.depths.split(",") if d.strip()]
     torch.set_num_threads(1)  # the sweep's per-trial budget, for both contenders
-    out = Report(Path(args.out) if args.out else None)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"error: --device {args.device} but torch sees no CUDA device")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
-
-    out(f"# relcore on {name} vs one CPU thread (rel-f1)")
-    out(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores; torch {torch.__version__}; "
-        f"1 torch thread for every contender")
+    out = Report.start(args.out, f"relcore on {name} vs one CPU thread (rel-f1)", "1 torch thread for every contender")
     spec = DatasetSpec("rel-f1", raw_dir=args.raw_dir)
     dataset = load_dataset(spec)
     t0 = time.perf_counter()

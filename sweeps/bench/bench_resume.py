@@ -22,20 +22,17 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import Report  # noqa: E402
+from bench_device import Report, cost_only_checkpoint, load_f1  # noqa: E402
 from bench_scale import step_timer  # noqa: E402
 
-from relcore.data import DatasetSpec, load_dataset, load_task  # noqa: E402
+from relcore.data import load_task  # noqa: E402
 from relcore.finetune import FinetuneConfig, finetune  # noqa: E402
-from relcore.graph import build_graph  # noqa: E402
 from relcore.models import BackboneConfig  # noqa: E402
-from relcore.pretrain import PretrainConfig, pretrain  # noqa: E402
 from relcore.resume import save_state  # noqa: E402
 
 EVAL_EVERY = 100  # the paper preset's steps between evaluations
@@ -66,16 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="markdown report, rewritten after every line")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    out = Report(Path(args.out) if args.out else None)
-    out("# Resumable fine-tuning: state saved per evaluation vs training between evaluations")
-    out(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; rel-f1 {args.task}; {os.cpu_count()} cores; "
-        f"torch {torch.__version__}; load average at start {os.getloadavg()[0]:.2f}")
-
-    spec = DatasetSpec("rel-f1", raw_dir=args.raw_dir)
-    dataset = load_dataset(spec)
-    graph = build_graph(dataset.get_db())
+    out = Report.start(args.out, "Resumable fine-tuning: state saved per evaluation vs training between evaluations",
+                       f"rel-f1 {args.task}, 1 torch thread")
+    spec, dataset, graph, max_time = load_f1(args.raw_dir)
     task = load_task(spec, dataset, args.task)
-    max_time = int(dataset.val_timestamp.timestamp())
     work = Path(tempfile.mkdtemp(prefix="relcore-resume-bench-"))
     out("\n| backbone | regime | layers | state MiB | save + 2 copies s | s/step | "
         f"{EVAL_EVERY} steps s | share of trial time |")
@@ -83,15 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     for table_model in ("linear", "resnet"):
         for layers in (2, 3):
             backbone = BackboneConfig(table_model=table_model, layers=layers)
-            ckpt_dir = work / f"{table_model}-L{layers}"
-            pretrain(graph, backbone, PretrainConfig(max_steps=1, val_subgraphs=1, device="cpu"), max_time,
-                     out_dir=ckpt_dir)  # P and P&F need a checkpoint; its weights do not matter for cost
+            pretrained = cost_only_checkpoint(graph, backbone, max_time, work / f"{table_model}-L{layers}")
             for mode in ("B", "P"):
                 state_file = work / f"{table_model}-L{layers}-{mode}.pt"
                 clock, median_step = step_timer()
                 cfg = FinetuneConfig(mode=mode, max_steps=args.steps, eval_every=args.steps, device="cpu")
                 finetune(graph, task, args.task, cfg, backbone_config=backbone if mode == "B" else None,
-                         checkpoint=str(ckpt_dir / "backbone.pt") if mode == "P" else None,
+                         checkpoint=pretrained if mode == "P" else None,
                          callback=clock, state_path=state_file)
                 step = median_step(args.skip)
                 save = per_evaluation_seconds(state_file, args.repeats)
