@@ -136,6 +136,14 @@ def time_left(runs: SweepRuns, stages: pd.DataFrame, params: dict[str, str]) -> 
     return seconds, unknown
 
 
+def trial_slots(runs: SweepRuns, stages: pd.DataFrame) -> int:
+    """Trials at once: as the sweep logged it for a finished stage, else those running now
+    (a killed sweep's trials stay RUNNING in MLflow until resumed, so logged comes first)."""
+    logged = [r.data.metrics["slots"] for r in runs.stage_runs("pretrain") + runs.stage_runs("finetune")
+              if "slots" in r.data.metrics]
+    return int(max(logged, default=0)) or max(int(stages["running"].sum()), 1)
+
+
 def finished_finetune_trials(runs: SweepRuns, dataset: str) -> pd.DataFrame:
     """Finished fine-tuning trials in :func:`sweeps.aggregate.top_k`'s input format."""
     rows = []
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="the sweep's --name (its MLflow experiment)")
     p.add_argument("--mlflow-uri", default="sqlite:///mlruns.db")
-    p.add_argument("--slots", type=int, default=0, help="trials run at once (default: those running now)")
+    p.add_argument("--slots", type=int, default=0, help="trials run at once (default: as the sweep logged it, else those running now)")
     p.add_argument("--out", help="write the partial results.csv and results.md here")
     p.add_argument("--trials", action="store_true", help="also list every trial (best/val is loss "
                    "for pretraining, the task's metric for fine-tuning)")
@@ -188,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = stage_table(runs)
     pre_params = runs.stage_runs("pretrain")
     dataset = pre_params[0].data.params.get("dataset", "?") if pre_params else "?"
-    # trials at once: as given, else as the sweep logged it for a finished stage (a killed
-    # sweep's trials stay RUNNING in MLflow until resumed), else those running now
-    logged = [r.data.metrics["slots"] for r in pre_params + runs.stage_runs("finetune")
-              if "slots" in r.data.metrics]
-    slots = args.slots or int(max(logged, default=0)) or max(int(stages["running"].sum()), 1)
+    slots = args.slots or trial_slots(runs, stages)
     print(f"sweep '{args.name}' on {dataset} ({args.mlflow_uri})")
     print(stages.to_string(index=False))
     left, unknown = time_left(runs, stages, pre_params[0].data.params if pre_params else {})

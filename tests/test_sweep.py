@@ -162,6 +162,40 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     assert missing.returncode == 2 and "no sweep named 'nope'" in missing.stderr
 
 
+def test_progress_page_rewrites_only_its_block(quick_sweep):
+    """sweeps/bench/progress_page.py fills the marked block from the MLflow store, keeps the
+    author's text around it, and refuses a page without markers without touching it."""
+    tmp, out, _ = quick_sweep
+    assert out.returncode == 0, out.stderr[-3000:]
+    script = str(REPO / "sweeps" / "bench" / "progress_page.py")
+    uri = f"sqlite:///{tmp / 'mlruns.db'}"
+    page = tmp / "page.md"
+    page.write_text("# notes\n\n<!-- progress:begin -->\nstale\n<!-- progress:end -->\n\n## Reading\nmine\n")
+    done = subprocess.run([sys.executable, script, "--name", "quick", "--mlflow-uri", uri, "--page", str(page),
+                           "--csv", str(tmp / "partial.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = page.read_text()
+    assert text.startswith("# notes\n\n<!-- progress:begin -->\n") and text.endswith("<!-- progress:end -->\n\n## Reading\nmine\n")
+    assert "stale" not in text
+    assert "Pretraining: 2 of 2 trials finished (0 running, 0 failed)" in text
+    assert "Fine-tuning: **11 of 12 trials finished (0 running, 1 failed)**" in text
+    # not rel-f1's tasks: the sweep's own table, not the paper comparison
+    assert "| customer-rating | MAE | Linear-SAGE |" in text and "paper val / test" not in text
+    listed = [line for line in text.splitlines() if line.lstrip().startswith("customer-")]
+    assert len(listed) == 12 and sum(" FAILED " in line for line in listed) == 1
+    ours, theirs = pd.read_csv(tmp / "partial.csv"), pd.read_csv(tmp / "runs" / "quick" / "results.csv")
+    key = ["task", "backbone", "regime", "split", "metric"]
+    merged = ours.merge(theirs, on=key, suffixes=("", "_sweep"))
+    assert len(merged) == len(theirs) and ((merged["mean"] - merged["mean_sweep"]).abs() < 1e-9).all()
+
+    bare = tmp / "bare.md"
+    bare.write_text("no markers here\n")
+    refused = subprocess.run([sys.executable, script, "--name", "quick", "--mlflow-uri", uri, "--page", str(bare)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "progress:begin" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and bare.read_text() == "no markers here\n"
+
+
 def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
     # 3 B seeds: 20 fine-tuning trials, so the stage is still running when the first one has
     # reported, on a fast idle host too (with 12 a fast host finished between two polls)
