@@ -7,10 +7,11 @@ its MLflow params alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from relcore.errors import RelcoreError
-from relcore.finetune import FinetuneConfig
+from relcore.finetune import FinetuneConfig, reference_code_protocol
 from relcore.models.config import AGGRS, LAYERS, TABLE_MODELS, BackboneConfig
 from relcore.pretrain import PretrainConfig
 
@@ -60,6 +61,9 @@ class Preset:
     finetune: FinetuneConfig
     tasks_per_dataset: int | None = None  # None = every entity task
     paper_tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # per-trial fine-tuning settings that depend on the task's training rows and the depth:
+    # (config, train_rows, layers) -> config; None = ``finetune`` as it is
+    finetune_protocol: Callable[[FinetuneConfig, int, int], FinetuneConfig] | None = None
 
 
 def paper_preset() -> Preset:
@@ -86,7 +90,17 @@ def quick_preset() -> Preset:
     )
 
 
-PRESETS = {"paper": paper_preset, "quick": quick_preset}
+def reference_preset() -> Preset:
+    """The paper's grid, fine-tuned as the paper's reference code does (lr 5e-3, fan-outs
+    halving per hop, L1 for regression, 20 epochs, patience 10; see
+    :func:`relcore.finetune.reference_code_protocol`): the protocol behind its numbers."""
+    preset = paper_preset()
+    preset.finetune = FinetuneConfig(patience=10)  # the sweep's patience stopper reads it
+    preset.finetune_protocol = reference_code_protocol
+    return preset
+
+
+PRESETS = {"paper": paper_preset, "reference": reference_preset, "quick": quick_preset}
 
 
 def get_preset(name: str) -> Preset:
@@ -128,14 +142,22 @@ def pretrain_trials(dataset: dict, preset: Preset, limits: dict) -> list[dict]:
 
 
 def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dict,
-                    checkpoints: dict[str, dict]) -> list[dict]:
+                    checkpoints: dict[str, dict], train_rows: dict[str, int] | None = None) -> list[dict]:
     """B for every (layers, aggr, seed); P and PF for every pretraining checkpoint.
 
     ``checkpoints`` maps a pretraining trial key to ``{"path": ..., "backbone": {...}}``.
     Each checkpoint is pretrained once and reused by every task and both regimes.
-    Trials come in :func:`round_robin` order over the result cells.
+    ``train_rows`` (rows of each task's training table) is needed by a preset with a
+    ``finetune_protocol``. Trials come in :func:`round_robin` order over the result cells.
     """
     g = preset.grid
+    if preset.finetune_protocol is not None and not set(tasks) <= set(train_rows or {}):
+        raise RelcoreError("this preset's fine-tuning protocol needs each task's training rows")
+
+    def cfg(task: str, layers: int, **changes) -> FinetuneConfig:
+        out = replace(preset.finetune, **changes)
+        return out if preset.finetune_protocol is None else preset.finetune_protocol(out, train_rows[task], layers)
+
     trials = []
     for task in tasks:
         for bb in g.backbones:
@@ -144,12 +166,12 @@ def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dic
                     for seed in range(g.baseline_seeds):
                         trials.append(_ft_trial(dataset, task, "B", bb, backbone_config(bb, layers, aggr)
                                                 .to_dict(), None, f"{bb}-L{layers}-{aggr}-s{seed}",
-                                                replace(preset.finetune, mode="B", seed=seed), limits))
+                                                cfg(task, layers, mode="B", seed=seed), limits))
         for key, ckpt in checkpoints.items():
             for regime in ("P", "PF"):
                 trials.append(_ft_trial(dataset, task, regime, ckpt["backbone"]["table_model"],
                                         ckpt["backbone"], ckpt["path"], key,
-                                        replace(preset.finetune, mode=regime), limits))
+                                        cfg(task, ckpt["backbone"]["layers"], mode=regime), limits))
     return round_robin(trials)
 
 

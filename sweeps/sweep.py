@@ -18,7 +18,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from relcore.data import DatasetSpec, entity_task_names, load_dataset
+from relcore.data import DatasetSpec, entity_task_names, load_dataset, load_task
 from relcore.errors import RelcoreError
 from relcore.graph import build_graph
 from sweeps import aggregate, report, space, tracking
@@ -168,7 +168,10 @@ class Sweep:
                        mlflow_uri=self.args.mlflow_uri)
         print(f"run_grid: {info.describe()}", flush=True)
         # Build (or load) the graph once here, so every worker only reads the disk cache.
-        graph = build_graph(load_dataset(self.spec).get_db())
+        dataset = load_dataset(self.spec)
+        graph = build_graph(dataset.get_db())
+        train_rows = self._train_rows(dataset)
+        del dataset
         print(f"run_grid: dataset {self.spec.name} ({graph.key}), tasks {', '.join(self.tasks) or 'none'}",
               flush=True)
         self.client = MlflowClient(self.args.mlflow_uri)
@@ -179,13 +182,21 @@ class Sweep:
                               self.args.pretrain_time_limit, self.preset.pretrain.patience,
                               len(space.pretrain_trials(self.dataset_dict, self.preset, {})))
         checkpoints = self._checkpoints(pre.results)
-        ft_trials = space.finetune_trials(self.dataset_dict, self.tasks, self.preset, {}, checkpoints)
+        ft_trials = space.finetune_trials(self.dataset_dict, self.tasks, self.preset, {}, checkpoints,
+                                          train_rows)
         ft = self._run_stage("finetune", finetune_trainable, {"trial": tune.grid_search(ft_trials)},
                              self.args.finetune_time_limit, self.preset.finetune.patience, len(ft_trials))
         results = aggregate.top_k(self._trial_table(ft.results))
         # resumed: the stages' accumulated wall time, not only this run's
         self._summary(results, pre, ft, max(time.time() - start, pre.wall_s + ft.wall_s), info.cpus)
         return results
+
+    def _train_rows(self, dataset) -> dict[str, int] | None:
+        """Rows of each task's training table, for a preset whose fine-tuning settings
+        depend on them (``--preset reference``: 20 epochs)."""
+        if self.preset.finetune_protocol is None:
+            return None
+        return {t: len(load_task(self.spec, dataset, t).get_table("train").df) for t in self.tasks}
 
     def _pretrain_space(self) -> dict:
         trials = space.pretrain_trials(self.dataset_dict, self.preset, {})

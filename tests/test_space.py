@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sweeps import space
 
 
@@ -29,3 +31,40 @@ def test_paper_grid_sizes_and_round_robin_order():
     # within a cell the generation order is kept (B: layers, aggr, seed)
     b = [t["key"] for t in trials if t["task"] == "driver-dnf" and t["table_model"] == "linear" and t["regime"] == "B"]
     assert b[:3] == ["driver-dnf-B-linear-L2-sum-s0", "driver-dnf-B-linear-L2-sum-s1", "driver-dnf-B-linear-L2-sum-s2"]
+
+
+def test_reference_preset_fine_tunes_as_the_reference_code(f1_raw_dir, f1_dataset):
+    """--preset reference: per task and depth, lr 5e-3, halving fan-outs, L1, 20 epochs of
+    full batches over the task's real training table, validation every epoch, patience 10."""
+    import pytest
+
+    from relcore.data import DatasetSpec, load_task
+    from relcore.errors import RelcoreError
+
+    tasks = ["driver-dnf", "driver-top3", "driver-position"]
+    spec = DatasetSpec("rel-f1", raw_dir=f1_raw_dir)
+    rows = {t: len(load_task(spec, f1_dataset, t).get_table("train").df) for t in tasks}
+    assert rows == {"driver-dnf": 11411, "driver-top3": 1353, "driver-position": 7453}  # SOURCE.md
+    preset = space.get_preset("reference")
+    trials = space.finetune_trials({"name": "rel-f1"}, tasks, preset, {}, paper_checkpoints(preset), rows)
+    assert len(trials) == 216  # the paper's grid; only the fine-tuning settings differ
+    by_key = {t["key"]: t["finetune"] for t in trials}
+    top3 = by_key["driver-top3-PF-resnet-L3-sum-c0.4-s0"]
+    assert (top3["lr"], top3["fanouts"], top3["max_steps"], top3["eval_every"], top3["patience"]) == \
+        (5e-3, [128, 64, 32], 40, 2, 10)  # 1353 // 512 = 2 batches an epoch
+    dnf = by_key["driver-dnf-B-linear-L2-mean-s1"]
+    assert (dnf["fanouts"], dnf["max_steps"], dnf["eval_every"], dnf["seed"], dnf["mode"]) == \
+        ([128, 64], 440, 22, 1, "B")
+    assert by_key["driver-position-P-linear-L2-sum-c0.2-s0"]["regression_loss"] == "l1"
+    assert preset.finetune.patience == 10  # what the sweep's patience stopper uses
+    # an overridden step budget still caps the run (--finetune-steps)
+    short = space.get_preset("reference")
+    short.finetune = replace(short.finetune, max_steps=30)
+    capped = space.finetune_trials({"name": "rel-f1"}, ["driver-dnf"], short, {}, {}, rows)
+    assert {t["finetune"]["max_steps"] for t in capped} == {30}
+    with pytest.raises(RelcoreError, match="training rows"):
+        space.finetune_trials({"name": "rel-f1"}, tasks, preset, {}, {}, None)
+    # the paper preset is untouched by the rows
+    paper = space.paper_preset()
+    assert space.finetune_trials({"name": "rel-f1"}, tasks, paper, {}, {}, rows) == \
+        space.finetune_trials({"name": "rel-f1"}, tasks, paper, {}, {})
