@@ -35,6 +35,10 @@ def add_parser(sub, add_dataset_args) -> None:
     p.add_argument("--time-limit", type=float, default=2 * 3600.0, help="seconds")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: mixed-precision forward passes (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    p.add_argument("--protocol", default="paper", choices=["paper", "reference"],
+                   help="reference: as the paper's reference code fine-tunes (lr 5e-3, fan-outs halving per "
+                   "hop, L1, 20 epochs, a validation every epoch, patience 10); replaces --lr --fanouts "
+                   "--loss --eval-every, and --max-steps only caps it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--state", help="resumable run: save the loop state here at every evaluation, "
@@ -45,9 +49,9 @@ def add_parser(sub, add_dataset_args) -> None:
 def run(args: argparse.Namespace) -> dict:
     from relcore.cli import spec_from_args
     from relcore.data import load_dataset, load_task
-    from relcore.finetune import FinetuneConfig, finetune
+    from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol
     from relcore.graph import build_graph
-    from relcore.models import BackboneConfig
+    from relcore.models import BackboneConfig, read_checkpoint
 
     if args.max_steps < 1:
         raise RelcoreError("--max-steps must be >= 1")
@@ -62,9 +66,12 @@ def run(args: argparse.Namespace) -> dict:
                             fanouts=args.fanouts, regression_loss=args.loss,
                             time_limit_s=args.time_limit, precision=args.precision, seed=args.seed)
     backbone = BackboneConfig(table_model=args.backbone, layers=args.layers, aggr=args.aggr)
+    if args.protocol == "reference":  # its fan-outs follow the depth: the checkpoint's for P and PF
+        layers = read_checkpoint(args.checkpoint).config.layers if args.checkpoint else backbone.layers
+        config = reference_code_protocol(config, len(task.get_table("train").df), layers)
     result = finetune(graph, task, args.task, config, backbone_config=backbone, checkpoint=args.checkpoint,
                       state_path=args.state)
-    return result.summary()
+    return {**result.summary(), "config": config.to_dict()}
 
 
 def render(result: dict) -> str:

@@ -186,6 +186,20 @@ def test_cli_finetune_json(checkpoint):
     assert res["best_step"] in (5, 10) and res["seconds"] > 0
 
 
+def test_cli_reference_protocol_takes_the_depth_from_the_checkpoint(checkpoint):
+    """--protocol reference: lr 5e-3, L1, patience 10, fan-outs halving over the
+    checkpoint's 2 layers (not --layers, which is for B), 20 epochs of 971 // 256 = 3
+    batches capped by --max-steps, a validation every epoch."""
+    out = cli("finetune", "synthetic", "--task", "customer-churn", "--mode", "PF", "--checkpoint", checkpoint,
+              "--protocol", "reference", "--layers", "3", "--batch-size", "256", "--max-steps", "30", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    cfg = res["config"]
+    assert (cfg["lr"], cfg["fanouts"], cfg["regression_loss"], cfg["patience"]) == (5e-3, [128, 64], "l1", 10)
+    assert (cfg["max_steps"], cfg["eval_every"]) == (30, 3)
+    assert res["steps"] <= 30 and res["best_step"] % 3 == 0
+
+
 def test_cli_state_resubmitted_job_continues_and_refuses_another_run(tmp_path):
     """A batch job resubmitted with the same --state continues the saved run (here it had
     finished: the same result, no step run again); another run's state is refused."""
