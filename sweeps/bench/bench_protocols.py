@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -70,9 +69,9 @@ def main(argv: list[str] | None = None) -> None:
         task = load_task(spec, dataset, task_name)
         n_train = len(task.get_table("train").df)
         for seed in args.seeds:
-            protocols = {"paper text": replace(FinetuneConfig(), seed=seed),
-                         "reference code": reference_code_protocol(replace(FinetuneConfig(), seed=seed),
-                                                                   n_train, args.layers)}
+            stated = FinetuneConfig(seed=seed)
+            protocols = {"paper text": stated,
+                         "reference code": reference_code_protocol(stated, n_train, args.layers)}
             for name, cfg in protocols.items():
                 t0 = time.perf_counter()
                 res = finetune(graph, task, task_name, cfg, backbone_config=backbone)
