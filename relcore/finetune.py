@@ -82,6 +82,11 @@ class FinetuneConfig:
         return cls(**d)
 
 
+def train_rows(task: EntityTask) -> int:
+    """Rows of the task's training table: what an epoch is counted in."""
+    return len(task.get_table("train").df)
+
+
 def reference_code_protocol(config: FinetuneConfig, train_rows: int, layers: int,
                             epochs: int = 20) -> FinetuneConfig:
     """``config`` with the fine-tuning settings of the paper's reference code.

@@ -49,7 +49,7 @@ def add_parser(sub, add_dataset_args) -> None:
 def run(args: argparse.Namespace) -> dict:
     from relcore.cli import spec_from_args
     from relcore.data import load_dataset, load_task
-    from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol
+    from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol, train_rows
     from relcore.graph import build_graph
     from relcore.models import BackboneConfig, read_checkpoint
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict:
     backbone = BackboneConfig(table_model=args.backbone, layers=args.layers, aggr=args.aggr)
     if args.protocol == "reference":  # its fan-outs follow the depth: the checkpoint's for P and PF
         layers = read_checkpoint(args.checkpoint).config.layers if args.checkpoint else backbone.layers
-        config = reference_code_protocol(config, len(task.get_table("train").df), layers)
+        config = reference_code_protocol(config, train_rows(task), layers)
     result = finetune(graph, task, args.task, config, backbone_config=backbone, checkpoint=args.checkpoint,
                       state_path=args.state)
     return {**result.summary(), "config": config.to_dict()}

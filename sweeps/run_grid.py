@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mlflow-uri", default="sqlite:///mlruns.db")
     p.add_argument("--storage", default="ray_results", help="local dir or pyarrow-fs URI for Tune results")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--pretrained-from", metavar="NAME", help="skip pretraining: fine-tune the checkpoints "
+                   "of sweep NAME (same --storage), which must have pretrained this grid the same way")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
     p.add_argument("--memory-per-trial", type=float, default=0.0, help="GiB reserved per trial (0 = none)")

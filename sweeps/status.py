@@ -30,6 +30,21 @@ from sweeps import aggregate, report  # noqa: E402
 from sweeps.space import Grid  # noqa: E402
 
 
+class SweepNotFound(Exception):
+    """No MLflow store, or no sweep of that name in it."""
+
+
+def open_sweep(name: str, mlflow_uri: str) -> "SweepRuns":
+    """The runs of sweep ``name``; a missing SQLite store is refused, never created."""
+    if mlflow_uri.startswith("sqlite:///") and not Path(mlflow_uri[len("sqlite:///"):]).is_file():
+        raise SweepNotFound(f"no MLflow store at {mlflow_uri}")
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        raise SweepNotFound(f"no sweep named '{name}' in {mlflow_uri}")
+    return SweepRuns(client, exp.experiment_id)
+
+
 class SweepRuns:
     """Every MLflow run of one sweep, fetched once (a paper grid has ~250)."""
 
@@ -53,6 +68,14 @@ class SweepRuns:
     def trials(self, stage: str | None = None) -> list:
         return self._of("trial", stage)
 
+    def pretrain_params(self) -> dict[str, str]:
+        """What the pretraining stage's parent run logged: the grid, the dataset."""
+        pre = self.stage_runs("pretrain")
+        return pre[0].data.params if pre else {}
+
+    def dataset(self) -> str:
+        return self.pretrain_params().get("dataset", "?")
+
 
 def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
     """Trials the stage's grid holds (from the parameters its parent run logged)."""
@@ -62,7 +85,7 @@ def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
     n_pre = (len(grid.backbones) * len(grid.layers) * len(grid.aggr) * len(grid.corruption)
              * grid.pretrain_seeds)
     if stage == "pretrain":
-        return n_pre
+        return 0 if "pretrained_from" in stage_params else n_pre
     tasks = [t for t in stage_params.get("tasks", "").split(",") if t]
     n_b = len(grid.backbones) * len(grid.layers) * len(grid.aggr) * grid.baseline_seeds
     return len(tasks) * (n_b + 2 * n_pre)  # B trials + P and P&F per pretraining checkpoint
@@ -184,22 +207,17 @@ def main(argv: list[str] | None = None) -> int:
                    "for pretraining, the task's metric for fine-tuning)")
     args = p.parse_args(argv)
 
-    if args.mlflow_uri.startswith("sqlite:///") and not Path(args.mlflow_uri[len("sqlite:///"):]).is_file():
-        print(f"status: no MLflow store at {args.mlflow_uri}", file=sys.stderr)  # do not create one
+    try:
+        runs = open_sweep(args.name, args.mlflow_uri)
+    except SweepNotFound as e:
+        print(f"status: {e}", file=sys.stderr)
         return 2
-    client = MlflowClient(args.mlflow_uri)
-    exp = client.get_experiment_by_name(args.name)
-    if exp is None:
-        print(f"status: no sweep named '{args.name}' in {args.mlflow_uri}", file=sys.stderr)
-        return 2
-    runs = SweepRuns(client, exp.experiment_id)
     stages = stage_table(runs)
-    pre_params = runs.stage_runs("pretrain")
-    dataset = pre_params[0].data.params.get("dataset", "?") if pre_params else "?"
+    dataset = runs.dataset()
     slots = args.slots or trial_slots(runs, stages)
     print(f"sweep '{args.name}' on {dataset} ({args.mlflow_uri})")
     print(stages.to_string(index=False))
-    left, unknown = time_left(runs, stages, pre_params[0].data.params if pre_params else {})
+    left, unknown = time_left(runs, stages, runs.pretrain_params())
     if left or unknown:
         print(f"time left at {slots} trial(s) at once, from the mean busy time of finished trials of the same "
               f"backbone and depth: ~{left / slots / 3600:.1f} h"

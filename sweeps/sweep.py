@@ -20,6 +20,7 @@ from ray import tune
 
 from relcore.data import DatasetSpec, entity_task_names, load_dataset, load_task
 from relcore.errors import RelcoreError
+from relcore.finetune import train_rows
 from relcore.graph import build_graph
 from sweeps import aggregate, report, space, tracking
 from sweeps.cluster import connect
@@ -94,6 +95,7 @@ class StageOutcome:
     wall_s: float
     busy_s: float
     setup_s: float
+    reused_from: str | None = None  # another sweep's finished pretraining stage
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Sweep:
     outcomes: dict[str, StageOutcome] = field(default_factory=dict)
     slots: float = 1.0  # trials at once (cluster CPUs / --cpus-per-trial), set on connect
     stop_signal: int | None = None  # SIGINT/SIGTERM received while a stage ran
+    reused: list | None = None  # --pretrained-from: the other sweep's matching pretraining results
 
     # --- validation (nothing runs before all of it passed) ------------------------------
     @classmethod
@@ -131,6 +134,10 @@ class Sweep:
         sweep = cls(args, preset, spec, {"name": spec.name, "raw_dir": spec.raw_dir and str(
             Path(spec.raw_dir).resolve()), "time_cols": list(spec.time_cols)}, tasks, storage)
         sweep._check_not_existing()
+        if args.pretrained_from:
+            if args.search != "grid":
+                raise RelcoreError("--pretrained-from reuses another sweep's pretraining: --search does not apply")
+            sweep.reused = sweep._reusable_pretraining(args.pretrained_from)
         del dataset
         return sweep
 
@@ -159,6 +166,42 @@ class Sweep:
                 raise RelcoreError(f"sweep '{self.args.name}' already exists in {self.storage}: "
                                    "continue it with --resume or choose another --name")
 
+    def _reusable_pretraining(self, source: str) -> list:
+        """The finished pretraining trials of sweep ``source`` that this sweep's grid asks for.
+
+        A checkpoint stands in for one of ours only if it was pretrained on the same data
+        with the same backbone and pretraining settings (trial limits aside); anything less
+        is refused, naming the first trial that does not match.
+        """
+        if source == self.args.name:
+            raise RelcoreError("--pretrained-from names this sweep itself: continue it with --resume")
+        path = f"{self.storage.rstrip('/')}/{source}-pretrain"
+        if not tune.Tuner.can_restore(path):
+            raise RelcoreError(f"no pretraining stage of sweep '{source}' in {self.storage}")
+        from ray.tune import ExperimentAnalysis, ResultGrid
+
+        analysis = ExperimentAnalysis(path)
+        # a trial still running (or cut by a stop) has a checkpoint too, but not its last one
+        terminated = {t.path for t in analysis.trials if t.status == "TERMINATED"}
+        theirs = {}
+        for r in ResultGrid(analysis):
+            trial = space.trial_config(r.config or {})
+            if r.path in terminated and r.error is None and r.checkpoint is not None and trial.get("key"):
+                theirs.setdefault(trial["key"], []).append(r)
+        matched = []
+        for ours in space.pretrain_trials(self.dataset_dict, self.preset, {}):
+            found = theirs.get(ours["key"])
+            if not found:
+                raise RelcoreError(f"sweep '{source}' has no finished pretraining trial {ours['key']}: "
+                                   "finish it (--resume) or pretrain here")
+            theirs_trial = space.trial_config(found[0].config)
+            for part in ("dataset", "backbone", "pretrain"):
+                if theirs_trial.get(part) != ours[part]:
+                    raise RelcoreError(f"sweep '{source}' pretrained {ours['key']} with other {part} "
+                                       "settings: its checkpoints cannot stand in for this sweep's")
+            matched += found
+        return matched
+
     # --- running --------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
         start = time.time()
@@ -178,9 +221,12 @@ class Sweep:
         self.slots = max(info.cpus / max(self.args.cpus_per_trial, 1e-9), 1.0)  # trials at once
         self.experiment_id = tracking.get_experiment_id(self.client, self.args.name)
 
-        pre = self._run_stage("pretrain", pretrain_trainable, self._pretrain_space(),
-                              self.args.pretrain_time_limit, self.preset.pretrain.patience,
-                              len(space.pretrain_trials(self.dataset_dict, self.preset, {})))
+        if self.reused is not None:
+            pre = self._reuse_stage(self.args.pretrained_from)
+        else:
+            pre = self._run_stage("pretrain", pretrain_trainable, self._pretrain_space(),
+                                  self.args.pretrain_time_limit, self.preset.pretrain.patience,
+                                  len(space.pretrain_trials(self.dataset_dict, self.preset, {})))
         checkpoints = self._checkpoints(pre.results)
         ft_trials = space.finetune_trials(self.dataset_dict, self.tasks, self.preset, {}, checkpoints,
                                           train_rows)
@@ -196,7 +242,7 @@ class Sweep:
         depend on them (``--preset reference``: 20 epochs)."""
         if self.preset.finetune_protocol is None:
             return None
-        return {t: len(load_task(self.spec, dataset, t).get_table("train").df) for t in self.tasks}
+        return {t: train_rows(load_task(self.spec, dataset, t)) for t in self.tasks}
 
     def _pretrain_space(self) -> dict:
         trials = space.pretrain_trials(self.dataset_dict, self.preset, {})
@@ -272,6 +318,19 @@ class Sweep:
                                                     "overhead_share": 1.0 - busy / (wall * slots) if wall else 0.0})
         outcome = StageOutcome(results, wall, busy, setup)
         self.outcomes[stage] = outcome
+        return outcome
+
+    def _reuse_stage(self, source: str) -> StageOutcome:
+        """Stand in for the pretraining stage with ``source``'s checkpoints. The stage's
+        parent run records where they came from; it costs this sweep no trial time."""
+        parent = tracking.stage_run(self.client, self.experiment_id, "pretrain", {
+            "dataset": self.spec.name, "preset": self.args.preset, "search": self.args.search,
+            "grid": vars(self.preset.grid), "tasks": ",".join(self.tasks), "pretrained_from": source})
+        tracking.finish_stage(self.client, parent, {"trials": 0, "reused_checkpoints": len(self.reused),
+                                                    "wall_s": 0.0, "busy_s": 0.0})
+        print(f"run_grid: pretraining reused from sweep '{source}' ({len(self.reused)} checkpoints)", flush=True)
+        outcome = StageOutcome(self.reused, 0.0, 0.0, 0.0, reused_from=source)
+        self.outcomes["pretrain"] = outcome
         return outcome
 
     def _catch_stop_signals(self) -> None:
@@ -351,7 +410,8 @@ class Sweep:
         finally:
             shutil.rmtree(out, ignore_errors=True)
         print(report.results_markdown(results))
-        print(f"run_grid: {len(pre.results)} pretraining + {len(ft.results)} fine-tuning trials in "
+        reused = f" (reused from sweep '{pre.reused_from}')" if pre.reused_from else ""
+        print(f"run_grid: {len(pre.results)} pretraining{reused} + {len(ft.results)} fine-tuning trials in "
               f"{wall:.0f}s (trial busy {busy:.0f}s, overhead share {overhead:.1%}); reports in {local} "
               f"and MLflow experiment '{self.args.name}' ({self.args.mlflow_uri})", flush=True)
 
@@ -368,6 +428,8 @@ class Sweep:
     def _times(pre: StageOutcome, ft: StageOutcome) -> pd.DataFrame:
         rows = []
         for stage, outcome in (("pretrain", pre), ("finetune", ft)):
+            if outcome.reused_from:  # another sweep's time, not this one's
+                continue
             for r in outcome.results:
                 if r.metrics:
                     t = space.trial_config(r.config)

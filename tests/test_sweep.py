@@ -160,6 +160,11 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     missing = subprocess.run([sys.executable, str(REPO / "sweeps" / "status.py"), "--name", "nope",
                               "--mlflow-uri", uri], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no sweep named 'nope'" in missing.stderr
+    nowhere = f"sqlite:///{tmp / 'nowhere.db'}"
+    no_store = subprocess.run([sys.executable, str(REPO / "sweeps" / "status.py"), "--name", "quick",
+                               "--mlflow-uri", nowhere], capture_output=True, text=True, timeout=120)
+    assert no_store.returncode == 2 and "no MLflow store" in no_store.stderr
+    assert not (tmp / "nowhere.db").exists()
 
 
 def test_progress_page_rewrites_only_its_block(quick_sweep):
@@ -194,6 +199,53 @@ def test_progress_page_rewrites_only_its_block(quick_sweep):
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "progress:begin" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and bare.read_text() == "no markers here\n"
+    before = page.read_text()
+    for name, store in (("nope", uri), ("quick", f"sqlite:///{tmp / 'nowhere.db'}")):
+        wrong = subprocess.run([sys.executable, script, "--name", name, "--mlflow-uri", store, "--page", str(page)],
+                               capture_output=True, text=True, timeout=120)
+        assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+        assert ("no sweep named 'nope'" if name == "nope" else "no MLflow store") in wrong.stderr
+    assert page.read_text() == before and not (tmp / "nowhere.db").exists()
+
+
+def test_a_sweep_fine_tunes_another_sweeps_checkpoints(quick_sweep):
+    """--pretrained-from skips pretraining and fine-tunes the named sweep's checkpoints;
+    the same checkpoint and seed give the same fine-tuning result as in that sweep. A
+    source that lacks a trial of this grid, or pretrained it differently, is refused."""
+    tmp, out, failing = quick_sweep
+    assert out.returncode == 0, out.stderr[-3000:]
+    for extra, error in ((("--pretrained-from", "nope"), "no pretraining stage of sweep 'nope'"),
+                         (("--pretrained-from", "quick", "--corruption", "0.4"),
+                          "has no finished pretraining trial linear-L2-sum-c0.4-s0"),
+                         (("--pretrained-from", "quick", "--pretrain-steps", "7"), "with other pretrain settings"),
+                         (("--pretrained-from", "quick", "--search", "optuna"), "--search does not apply")):
+        refused = run_sweep(tmp, "reuse", *extra, timeout=120)
+        assert refused.returncode == 2 and error in refused.stderr, refused.stderr[-2000:]
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not (tmp / "ray" / "reuse-finetune").exists()
+
+    done = run_sweep(tmp, "reuse", "--pretrained-from", "quick", "--tasks", "customer-churn")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pretraining reused from sweep 'quick' (2 checkpoints)" in done.stdout
+    _, runs = runs_of(tmp, "reuse")
+    assert trial_runs(runs, "pretrain") == []
+    parent = next(r for r in runs if r.data.tags.get("stage") == "pretrain" and r.data.tags.get("kind") == "stage")
+    assert parent.data.params["pretrained_from"] == "quick" and parent.info.status == "FINISHED"
+    ours = {r.data.tags["trial_key"]: r for r in trial_runs(runs, "finetune")}
+    assert len(ours) == 6 and all(r.info.status == "FINISHED" for r in ours.values())  # 2 B + 2 P + 2 PF
+    _, source_runs = runs_of(tmp, "quick")
+    theirs = {r.data.tags["trial_key"]: r for r in trial_runs(source_runs, "finetune")}
+    for key, run in ours.items():
+        if "-B-" in key:
+            continue
+        assert any(str(tmp / "ray" / "quick-pretrain") in v for v in run.data.params.values()), key
+        assert run.data.metrics["best/val/roc_auc"] == pytest.approx(theirs[key].data.metrics["best/val/roc_auc"],
+                                                                      abs=1e-6), key
+    status = subprocess.run([sys.executable, str(REPO / "sweeps" / "status.py"), "--name", "reuse",
+                             "--mlflow-uri", f"sqlite:///{tmp / 'mlruns.db'}"],
+                            capture_output=True, text=True, timeout=120)
+    pre = next(line.split() for line in status.stdout.splitlines() if line.startswith("pretrain"))
+    assert pre[1:5] == ["0", "0", "0", "0"], status.stdout
 
 
 def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
@@ -355,10 +407,10 @@ def test_status_prices_unfinished_trials_by_backbone_and_depth(tmp_path):
         client.set_terminated(run, "FINISHED")
     runs = status.SweepRuns(client, exp)
     stages = status.stage_table(runs)
-    pre = runs.stage_runs("pretrain")[0]
+    assert runs.dataset() == "rel-f1"
     # finetune: 1 task x (B 1 x 2 x 1 x 2 seeds + 2 x 2 checkpoints) = 8 trials, 4 per depth
     assert stages.set_index("stage").loc["finetune", "planned"] == 8
-    seconds, unknown = status.time_left(runs, stages, pre.data.params)
+    seconds, unknown = status.time_left(runs, stages, runs.pretrain_params())
     assert seconds == pytest.approx((4 - 2) * 150.0)  # L2: 2 left at their mean; pretraining done
     assert unknown == ["finetune linear L3 (4 trials)"]
 

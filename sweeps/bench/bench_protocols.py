@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_device import Report, load_f1  # noqa: E402
 
 from relcore.data import load_task  # noqa: E402
-from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol  # noqa: E402
+from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol, train_rows  # noqa: E402
 from relcore.models import BackboneConfig  # noqa: E402
 
 TASKS = ("driver-dnf", "driver-top3", "driver-position")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     out("|---|---|---|---|---|---|---|---|---|---|")
     for task_name in args.tasks:
         task = load_task(spec, dataset, task_name)
-        n_train = len(task.get_table("train").df)
+        n_train = train_rows(task)
         for seed in args.seeds:
             stated = FinetuneConfig(seed=seed)
             protocols = {"paper text": stated,

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
-from mlflow import MlflowClient
 
 if __package__ in (None, ""):  # run as a script: make `sweeps` and the bench importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -60,9 +58,8 @@ def _counts(stages: pd.DataFrame, stage: str) -> str:
 def progress_block(runs: status.SweepRuns, dataset: str, now: dt.datetime) -> tuple[str, pd.DataFrame]:
     """The generated markdown and the top-5 table over the finished fine-tuning trials."""
     stages = status.stage_table(runs)
-    params = runs.stage_runs("pretrain")[0].data.params if runs.stage_runs("pretrain") else {}
     slots = status.trial_slots(runs, stages)
-    left, unknown = status.time_left(runs, stages, params)
+    left, unknown = status.time_left(runs, stages, runs.pretrain_params())
     trials = status.trial_list(runs)
     results = aggregate.top_k(status.finished_finetune_trials(runs, dataset))
 
@@ -111,18 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             raise PageError(f"cannot read {args.page}: {e.strerror}") from e
         replace_block(page, "")  # check the markers before reading the store
-        db = re.match(r"sqlite:///(.+)", args.mlflow_uri)
-        if db and not Path(db.group(1)).is_file():
-            raise PageError(f"no MLflow store at {args.mlflow_uri}")  # do not create one
-        client = MlflowClient(args.mlflow_uri)
-        exp = client.get_experiment_by_name(args.name)
-        if exp is None:
-            raise PageError(f"no sweep named '{args.name}' in {args.mlflow_uri}")
-        runs = status.SweepRuns(client, exp.experiment_id)
-        pre = runs.stage_runs("pretrain")
-        dataset = pre[0].data.params.get("dataset", "?") if pre else "?"
+        runs = status.open_sweep(args.name, args.mlflow_uri)
+        dataset = runs.dataset()
         block, results = progress_block(runs, dataset, dt.datetime.now(dt.timezone.utc))
-    except PageError as e:
+    except (PageError, status.SweepNotFound) as e:
         print(f"progress_page: {e}", file=sys.stderr)
         return 2
     tmp = page_path.with_suffix(page_path.suffix + ".tmp")  # atomic: a crash keeps the old page
