@@ -256,9 +256,7 @@ class Sweep:
     def _run_stage(self, stage: str, trainable, param_space: dict, time_limit: float, patience: int,
                    total: int) -> StageOutcome:
         start = time.time()
-        parent = tracking.stage_run(self.client, self.experiment_id, stage, {
-            "dataset": self.spec.name, "preset": self.args.preset, "search": self.args.search,
-            "grid": vars(self.preset.grid), "tasks": ",".join(self.tasks)})
+        parent = tracking.stage_run(self.client, self.experiment_id, stage, self._stage_params())
         # A resumed stage's wall time continues from its earlier runs, so that its busy time
         # (which counts every trial, also those finished before) is not set against this run's alone.
         prior_wall = self.client.get_run(parent).data.metrics.get("wall_s", 0.0) if self.args.resume else 0.0
@@ -320,12 +318,16 @@ class Sweep:
         self.outcomes[stage] = outcome
         return outcome
 
+    def _stage_params(self) -> dict:
+        """What a stage's parent run logs: enough for ``sweeps/status.py`` to plan the grid."""
+        return {"dataset": self.spec.name, "preset": self.args.preset, "search": self.args.search,
+                "grid": vars(self.preset.grid), "tasks": ",".join(self.tasks)}
+
     def _reuse_stage(self, source: str) -> StageOutcome:
         """Stand in for the pretraining stage with ``source``'s checkpoints. The stage's
         parent run records where they came from; it costs this sweep no trial time."""
-        parent = tracking.stage_run(self.client, self.experiment_id, "pretrain", {
-            "dataset": self.spec.name, "preset": self.args.preset, "search": self.args.search,
-            "grid": vars(self.preset.grid), "tasks": ",".join(self.tasks), "pretrained_from": source})
+        parent = tracking.stage_run(self.client, self.experiment_id, "pretrain",
+                                    {**self._stage_params(), "pretrained_from": source})
         tracking.finish_stage(self.client, parent, {"trials": 0, "reused_checkpoints": len(self.reused),
                                                     "wall_s": 0.0, "busy_s": 0.0})
         print(f"run_grid: pretraining reused from sweep '{source}' ({len(self.reused)} checkpoints)", flush=True)
