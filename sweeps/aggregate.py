@@ -48,3 +48,31 @@ def summary_metrics(results: pd.DataFrame) -> dict[str, float]:
         out[f"{base}_mean"] = float(r.mean)
         out[f"{base}_std"] = float(r.std)
     return out
+
+
+def welch_interval(a: tuple[float, float, int], b: tuple[float, float, int],
+                   level: float = 0.95) -> tuple[float, float] | None:
+    """The difference of two cells' means and the half-width of its Welch t interval.
+
+    Each cell is ``(mean, std, n)`` as :func:`top_k` reports it (population std). With
+    sample variances :math:`s_i^2 = \\sigma_i^2 n_i / (n_i - 1)`:
+
+    .. math::
+        \\bar a - \\bar b \\pm t_{(1+\\text{level})/2,\\,\\nu}\\, \\text{se}, \\qquad
+        \\text{se}^2 = \\frac{s_a^2}{n_a} + \\frac{s_b^2}{n_b}, \\qquad
+        \\nu = \\frac{\\text{se}^4}{\\sum_i (s_i^2 / n_i)^2 / (n_i - 1)}
+
+    ``None`` when a cell has fewer than 2 trials. The top-k trials were chosen by their
+    validation metric, so an interval on validation is optimistic; on test it is not.
+    """
+    from scipy.stats import t
+
+    (ma, sa, na), (mb, sb, nb) = a, b
+    if na < 2 or nb < 2:
+        return None
+    va, vb = sa**2 * na / (na - 1) / na, sb**2 * nb / (nb - 1) / nb  # s_i^2 / n_i
+    se2 = va + vb
+    if se2 == 0.0:
+        return ma - mb, 0.0
+    df = se2**2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    return ma - mb, float(t.ppf((1.0 + level) / 2.0, df)) * se2**0.5

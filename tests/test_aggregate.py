@@ -63,3 +63,23 @@ def test_groups_are_separate_and_summary_names():
 
 def test_empty():
     assert top_k(pd.DataFrame()).empty
+
+
+def test_welch_interval_matches_scipys_welch_test():
+    """The interval's end is where scipy's Welch t-test (from sample stds) gives p = 0.05."""
+    from scipy.stats import ttest_ind_from_stats
+
+    from sweeps.aggregate import welch_interval
+
+    a, b = (0.74, 0.012, 5), (0.71, 0.030, 3)  # population stds, as results.csv has them
+    diff, half = welch_interval(a, b)
+    assert diff == pytest.approx(0.03)
+    sample = lambda s, n: s * (n / (n - 1)) ** 0.5  # noqa: E731
+    # a mean difference of exactly the half-width is at the test's 5 % level
+    at_edge = ttest_ind_from_stats(b[0] + half, sample(a[1], a[2]), a[2], b[0], sample(b[1], b[2]), b[2],
+                                   equal_var=False)
+    assert at_edge.pvalue == pytest.approx(0.05, abs=1e-9)
+    inside = ttest_ind_from_stats(a[0], sample(a[1], a[2]), a[2], b[0], sample(b[1], b[2]), b[2], equal_var=False)
+    assert (inside.pvalue < 0.05) == (abs(diff) > half)
+    assert welch_interval(a, (0.71, 0.0, 1)) is None  # one trial: no interval
+    assert welch_interval((1.0, 0.0, 3), (0.5, 0.0, 3)) == (0.5, 0.0)

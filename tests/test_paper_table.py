@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "sweeps" / "bench" / "paper_table.py"
 
@@ -41,3 +43,22 @@ def test_bad_input(tmp_path):
     bad.write_text("task,mean\nx,1\n")
     out = run(str(bad))
     assert out.returncode == 2 and "lacks columns" in out.stderr
+
+
+def test_pf_minus_b_carries_a_welch_interval(tmp_path):
+    """Cells of 5 trials each: P&F − B gets ± the 95 % Welch half-width; a cell of one trial none."""
+    rows = []
+    for regime, mean in (("B", 0.70), ("PF", 0.72)):
+        for split in ("val", "test"):
+            rows.append(("rel-f1", "driver-dnf", "linear", regime, split, "roc_auc", mean, 0.01, 5))
+            rows.append(("rel-f1", "driver-dnf", "resnet", regime, split, "roc_auc", mean, 0.01,
+                         1 if regime == "PF" else 5))
+    csv = tmp_path / "results.csv"
+    pd.DataFrame(rows, columns=["dataset", "task", "backbone", "regime", "split", "metric", "mean", "std", "n"]
+                 ).to_csv(csv, index=False)
+    out = run(str(csv))
+    assert out.returncode == 0, out.stderr
+    # s^2 = 1.0^2 * 5/4 per cell (points), se = sqrt(2 * 1.25 / 5), df = 8: t = 2.306 -> 1.631
+    assert "| driver-dnf | Linear-SAGE | +2.000 ± 1.631 | +0.630 | +2.000 ± 1.631 | -2.140 |" in out.stdout
+    assert "| driver-dnf | ResNet-SAGE | +2.000 | +4.870 | +2.000 | -0.970 |" in out.stdout
+    assert "Intervals that exclude 0: val 1 of 1, test 1 of 1." in out.stdout

@@ -4,7 +4,8 @@
 
 prints one markdown row per (task, backbone, regime): the paper's val / test, ours
 (mean ± std over n trials), and test(ours) − test(paper); then, per task and backbone,
-whether P&F beats B on test and by how much (AUROC: higher is better; MAE: lower).
+whether P&F beats B and by how much (AUROC: higher is better; MAE: lower), with a 95 %
+Welch interval where both cells hold 2 or more trials.
 Works on a partial ``results.csv`` from ``sweeps/status.py --out`` too: ``n`` says how
 many finished trials each cell is over.
 """
@@ -13,8 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
+
+if __package__ in (None, ""):  # run as a script: make `sweeps` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from sweeps import aggregate  # noqa: E402
 
 # Peleška & Šír (2025), Table 3, rel-f1: (val, test); AUROC in %, MAE in positions.
 PAPER: dict[tuple[str, str, str], tuple[float, float]] = {
@@ -74,6 +81,7 @@ def pf_vs_b(results: pd.DataFrame) -> str:
     lines = ["| task | backbone | ours: P&F − B val | paper: val | ours: P&F − B test | paper: test |",
              "|---|---|---|---|---|---|"]
     agree = {"val": [0, 0], "test": [0, 0]}  # same sign as the paper, cells with both regimes
+    clear = {"val": [0, 0], "test": [0, 0]}  # intervals that exclude 0, cells with an interval
     for task in METRIC:
         sign = -1.0 if METRIC[task] == "mae" else 1.0  # positive = P&F better
         for backbone in BACKBONE:
@@ -87,12 +95,23 @@ def pf_vs_b(results: pd.DataFrame) -> str:
                 mine = sign * (pf[0] - b[0])
                 agree[split][0] += (mine > 0) == (paper > 0)
                 agree[split][1] += 1
-                cells += [f"{mine:+.3f}", f"{paper:+.3f}"]
+                interval = aggregate.welch_interval(pf, b)
+                if interval is None:
+                    cells += [f"{mine:+.3f}", f"{paper:+.3f}"]
+                    continue
+                clear[split][0] += abs(mine) > interval[1]
+                clear[split][1] += 1
+                cells += [f"{mine:+.3f} ± {interval[1]:.3f}", f"{paper:+.3f}"]
             lines.append(f"| {task} | {BACKBONE[backbone]} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("(positive = P&F better than B: higher AUROC, lower MAE; AUROC in points) "
                  f"Same sign as the paper: val {agree['val'][0]} of {agree['val'][1]} cells, "
                  f"test {agree['test'][0]} of {agree['test'][1]}.")
+    if clear["val"][1] or clear["test"][1]:
+        lines.append("")
+        lines.append("± is the half-width of a 95 % Welch t interval over the two cells' trials (top-5 "
+                     "chosen by validation, so on val it is optimistic). Intervals that exclude 0: "
+                     f"val {clear['val'][0]} of {clear['val'][1]}, test {clear['test'][0]} of {clear['test'][1]}.")
     return "\n".join(lines)
 
 
