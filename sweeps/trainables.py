@@ -134,8 +134,8 @@ def pretrain_trainable(config: dict) -> None:
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if "val/loss" not in metrics:
             return None  # Tune sees evaluations only; per-step metrics stay in history
-        out = {**metrics, "monitor": metrics["val/loss"], "monitor_higher": 0.0, "setup_s": setup_s,
-               **_where()}
+        out = {**metrics, "monitor": metrics["val/loss"], "monitor_best": metrics["best/val/loss"],
+               "monitor_higher": 0.0, "setup_s": setup_s, **_where()}
         files = {"backbone.pt": best_path} if checkpoint else {}
         if checkpoint == str(state_path):
             files[STATE_FILE] = state_path
@@ -147,7 +147,7 @@ def pretrain_trainable(config: dict) -> None:
         result = pretrain(graph, BackboneConfig.from_dict(trial["backbone"]),
                           PretrainConfig.from_dict(trial["pretrain"]), max_time=max_time,
                           out_dir=best_path.parent, callback=report, state_path=state_path)
-        summary = {"done_reason": result.stop_reason, "steps": result.steps, **_where(),
+        summary = {"done_reason": result.stop_reason, "steps": result.steps, "step": result.steps, **_where(),
                    "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
                    "monitor": result.best["loss"], "final": 1.0,
                    **{f"best/val/{k}": v for k, v in result.best.items()}}
@@ -182,8 +182,9 @@ def finetune_trainable(config: dict) -> None:
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if f"val/{metric}" not in metrics:
             return None
-        out = {**metrics, "monitor": metrics[f"val/{metric}"], "monitor_higher": float(higher),
-               "setup_s": setup_s, **_where()}
+        # monitor_best at every evaluation: a trial the patience stopper ends sends no summary
+        out = {**metrics, "monitor": metrics[f"val/{metric}"], "monitor_best": metrics[f"best/val/{metric}"],
+               "monitor_higher": float(higher), "setup_s": setup_s, **_where()}
         files = {STATE_FILE: state_path} if checkpoint else {}
         report_with_files(out, workdir, files)
         _maybe_fail_once(trial, restored, files)
@@ -201,7 +202,8 @@ def finetune_trainable(config: dict) -> None:
             # Works for a shared filesystem path and for any pyarrow-fs URI alike.
             with tune.Checkpoint(trial["checkpoint"]).as_directory() as ckpt_dir:
                 result = run(os.path.join(ckpt_dir, "backbone.pt"))
-        summary = {"done_reason": result.stop_reason, "steps": result.steps, "busy_s": result.seconds,
+        summary = {"done_reason": result.stop_reason, "steps": result.steps, "step": result.steps,
+                   "busy_s": result.seconds,
                    "setup_s": setup_s, "metric": metric, **_where(), "monitor_best": result.val[metric],
                    "monitor": result.val[metric], "final": 1.0, "monitor_higher": float(higher),
                    **{f"best/val/{k}": v for k, v in result.val.items()},

@@ -131,6 +131,30 @@ def test_failed_trial_continues_from_its_last_evaluation(quick_sweep, stage, eva
     assert states == [], states
 
 
+def test_progress_line_names_each_tasks_best_validation_trial(quick_sweep):
+    """Every evaluation carries ``monitor_best``, so the progress line's best is right for a
+    trial the patience stopper ended too; a trial's closing summary sits at its last step."""
+    tmp, out, _ = quick_sweep
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, runs = runs_of(tmp, "quick")
+    best = {}
+    for r in trial_runs(runs, "finetune"):
+        if r.info.status != "FINISHED":
+            continue
+        history = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "monitor_best")}
+        steps = int(r.data.metrics["steps"])
+        assert max(history) == steps, (r.data.tags["trial_key"], sorted(history), steps)
+        evaluated = [m.step for m in client.get_metric_history(r.info.run_id, "monitor")]
+        assert set(evaluated) <= set(history), r.data.tags["trial_key"]
+        task, higher = r.data.tags["task"], "best/val/roc_auc" in r.data.metrics
+        value = r.data.metrics["best/val/roc_auc" if higher else "best/val/mae"]
+        if task not in best or (value > best[task][0] if higher else value < best[task][0]):
+            best[task] = (value, r.data.tags["trial_key"])
+    last = [line for line in out.stderr.splitlines() if line.startswith("[finetune]")][-1]
+    for task, (value, key) in best.items():
+        assert f"best {task}: {value:.4f} ({key})" in last, (last, best)
+
+
 def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     """sweeps/status.py's top-5 table over finished trials equals the sweep's own results.csv."""
     tmp, out, _ = quick_sweep
