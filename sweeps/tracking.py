@@ -151,7 +151,8 @@ class TrialRunLogger(MLflowLoggerCallback):
         where = [RunTag(k, str(result[k])) for k in NODE_KEYS
                  if result.get(k) is not None and result.get(k) != before.get(k)]
         self._last[trial.trial_id] = result
-        step = int(result.get("step", iteration))
+        # an evaluation has its step; a closing summary, the trial's last ("steps")
+        step = int(result.get("step", result.get("steps", iteration)))
         ts = int(time.time() * 1000)
         metrics = [Metric(k, v, ts, step) for k, v in numeric_metrics(result).items()
                    if not k.startswith("config.")]

@@ -147,7 +147,7 @@ def pretrain_trainable(config: dict) -> None:
         result = pretrain(graph, BackboneConfig.from_dict(trial["backbone"]),
                           PretrainConfig.from_dict(trial["pretrain"]), max_time=max_time,
                           out_dir=best_path.parent, callback=report, state_path=state_path)
-        summary = {"done_reason": result.stop_reason, "steps": result.steps, "step": result.steps, **_where(),
+        summary = {"done_reason": result.stop_reason, "steps": result.steps, **_where(),
                    "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
                    "monitor": result.best["loss"], "final": 1.0,
                    **{f"best/val/{k}": v for k, v in result.best.items()}}
@@ -202,8 +202,7 @@ def finetune_trainable(config: dict) -> None:
             # Works for a shared filesystem path and for any pyarrow-fs URI alike.
             with tune.Checkpoint(trial["checkpoint"]).as_directory() as ckpt_dir:
                 result = run(os.path.join(ckpt_dir, "backbone.pt"))
-        summary = {"done_reason": result.stop_reason, "steps": result.steps, "step": result.steps,
-                   "busy_s": result.seconds,
+        summary = {"done_reason": result.stop_reason, "steps": result.steps, "busy_s": result.seconds,
                    "setup_s": setup_s, "metric": metric, **_where(), "monitor_best": result.val[metric],
                    "monitor": result.val[metric], "final": 1.0, "monitor_higher": float(higher),
                    **{f"best/val/{k}": v for k, v in result.val.items()},
