@@ -76,3 +76,26 @@ def welch_interval(a: tuple[float, float, int], b: tuple[float, float, int],
         return ma - mb, 0.0
     df = se2**2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
     return ma - mb, float(t.ppf((1.0 + level) / 2.0, df)) * se2**0.5
+
+
+def cell(results: pd.DataFrame, task: str, backbone: str, regime: str, split: str,
+         metric: str) -> tuple[float, float, int] | None:
+    """``(mean, std, n)`` of one ``results.csv`` cell, or None when the sweep has none."""
+    row = results[(results.task == task) & (results.backbone == backbone) & (results.regime == regime)
+                  & (results.split == split) & (results.metric == metric)]
+    if row.empty:
+        return None
+    r = row.iloc[0]
+    return float(r["mean"]), float(r["std"]), int(r["n"])
+
+
+def gain_over_b(results: pd.DataFrame, task: str, backbone: str, regime: str, split: str,
+                metric: str, higher: bool) -> tuple[float, float | None] | None:
+    """``regime`` − B, signed so that positive is better, and its Welch half-width
+    (None under 2 trials a cell); None when either cell is missing."""
+    ours, base = (cell(results, task, backbone, r, split, metric) for r in (regime, "B"))
+    if ours is None or base is None:
+        return None
+    interval = welch_interval(ours, base)
+    sign = 1.0 if higher else -1.0
+    return sign * (ours[0] - base[0]), None if interval is None else interval[1]

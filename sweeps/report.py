@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # headless: clusters and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sweeps import aggregate  # noqa: E402
+
 REGIME_ORDER = ["B", "P", "PF"]
 REGIME_LABEL = {"B": "B", "P": "P", "PF": "P&F"}
 BACKBONE_LABEL = {"linear": "Linear-SAGE", "resnet": "ResNet-SAGE"}
@@ -44,6 +46,34 @@ def results_markdown(results: pd.DataFrame) -> str:
                          + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Top-5 trials by validation metric; cells are val / test, mean ± std (ddof=0).")
+    return "\n".join(lines) + "\n\n" + gains_markdown(results)
+
+
+def gains_markdown(results: pd.DataFrame) -> str:
+    """Per (task, backbone): P − B and P&F − B on val and test, positive = better than B,
+    with the 95 % Welch half-width where both cells hold 2 or more trials."""
+    lines = ["| task | metric | backbone | P − B val | P − B test | P&F − B val | P&F − B test |",
+             "|---|---|---|---|---|---|---|"]
+    for task in sorted(results.task.unique()):
+        metric = selection_metric(results, task)
+        scale, digits = (100.0, 2) if metric == "roc_auc" else (1.0, 3)
+        for backbone in sorted(results.loc[results.task == task, "backbone"].unique()):
+            cells = []
+            for regime in ("P", "PF"):
+                for split in ("val", "test"):
+                    gain = aggregate.gain_over_b(results, task, backbone, regime, split, metric,
+                                                 higher=metric == "roc_auc")
+                    if gain is None:
+                        cells.append("–")
+                        continue
+                    half = "" if gain[1] is None else f" ± {gain[1] * scale:.{digits}f}"
+                    cells.append(f"{gain[0] * scale:+.{digits}f}{half}")
+            label = "AUROC" if metric == "roc_auc" else "MAE"
+            lines.append(f"| {task} | {label} | {BACKBONE_LABEL.get(backbone, backbone)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Gain over B, positive = better (AUROC in points, MAE in its units); ± is the half-width of "
+                 "a 95 % Welch t interval over the two cells' trials (on val optimistic: the top 5 were "
+                 "chosen there).")
     return "\n".join(lines) + "\n"
 
 

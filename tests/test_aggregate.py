@@ -83,3 +83,23 @@ def test_welch_interval_matches_scipys_welch_test():
     assert (inside.pvalue < 0.05) == (abs(diff) > half)
     assert welch_interval(a, (0.71, 0.0, 1)) is None  # one trial: no interval
     assert welch_interval((1.0, 0.0, 3), (0.5, 0.0, 3)) == (0.5, 0.0)
+
+
+def test_gains_over_b_in_the_results_markdown():
+    """results.md adds P − B and P&F − B per (task, backbone), positive = better, with the
+    Welch half-width where both cells have 2+ trials, nothing invented for missing cells."""
+    from sweeps.report import results_markdown
+
+    rows = []
+    for regime, split, mean, std, n in (("B", "val", 0.70, 0.01, 5), ("B", "test", 0.68, 0.01, 5),
+                                        ("P", "val", 0.72, 0.01, 5), ("P", "test", 0.69, 0.02, 1)):
+        rows.append(("db", "churn", "linear", regime, split, "roc_auc", mean, std, n))
+    for regime, mean in (("B", 0.5), ("PF", 0.4)):
+        for split in ("val", "test"):
+            rows.append(("db", "rating", "resnet", regime, split, "mae", mean, 0.0, 3))
+    text = results_markdown(pd.DataFrame(rows, columns=["dataset", "task", "backbone", "regime", "split",
+                                                        "metric", "mean", "std", "n"]))
+    # churn P - B val: +2.00 points, df 8, se = sqrt(2 * 1.25 / 5) -> 1.63; test: P has 1 trial
+    assert "| churn | AUROC | Linear-SAGE | +2.00 ± 1.63 | +1.00 | – | – |" in text
+    # MAE 0.5 -> 0.4 is a gain of +0.100; no spread at all gives a zero half-width
+    assert "| rating | MAE | ResNet-SAGE | – | – | +0.100 ± 0.000 | +0.100 ± 0.000 |" in text

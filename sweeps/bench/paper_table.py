@@ -45,14 +45,11 @@ REGIME = {"B": "B", "P": "P", "PF": "P&F"}
 
 def ours(results: pd.DataFrame, task: str, backbone: str, regime: str, split: str) -> tuple[float, float, int] | None:
     """(mean, std, n) in the paper's units (AUROC x 100), or None when the cell is missing."""
-    metric = METRIC[task]
-    row = results[(results.task == task) & (results.backbone == backbone) & (results.regime == regime)
-                  & (results.split == split) & (results.metric == metric)]
-    if row.empty:
+    found = aggregate.cell(results, task, backbone, regime, split, METRIC[task])
+    if found is None:
         return None
-    scale = 100.0 if metric == "roc_auc" else 1.0
-    r = row.iloc[0]
-    return float(r["mean"]) * scale, float(r["std"]) * scale, int(r["n"])
+    scale = 100.0 if METRIC[task] == "roc_auc" else 1.0
+    return found[0] * scale, found[1] * scale, found[2]
 
 
 def _fmt(x: float, task: str) -> str:
@@ -87,21 +84,21 @@ def pf_vs_b(results: pd.DataFrame) -> str:
         for backbone in BACKBONE:
             cells = []
             for i, split in enumerate(("val", "test")):
-                b, pf = ours(results, task, backbone, "B", split), ours(results, task, backbone, "PF", split)
+                gain = aggregate.gain_over_b(results, task, backbone, "PF", split, METRIC[task], sign > 0)
                 paper = sign * (PAPER[(task, backbone, "PF")][i] - PAPER[(task, backbone, "B")][i])
-                if b is None or pf is None:
+                if gain is None:
                     cells += ["—", f"{paper:+.3f}"]
                     continue
-                mine = sign * (pf[0] - b[0])
+                scale = 100.0 if sign > 0 else 1.0  # AUROC in points, as the paper prints it
+                mine, half = gain[0] * scale, None if gain[1] is None else gain[1] * scale
                 agree[split][0] += (mine > 0) == (paper > 0)
                 agree[split][1] += 1
-                interval = aggregate.welch_interval(pf, b)
-                if interval is None:
+                if half is None:
                     cells += [f"{mine:+.3f}", f"{paper:+.3f}"]
                     continue
-                clear[split][0] += abs(mine) > interval[1]
+                clear[split][0] += abs(mine) > half
                 clear[split][1] += 1
-                cells += [f"{mine:+.3f} ± {interval[1]:.3f}", f"{paper:+.3f}"]
+                cells += [f"{mine:+.3f} ± {half:.3f}", f"{paper:+.3f}"]
             lines.append(f"| {task} | {BACKBONE[backbone]} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("(positive = P&F better than B: higher AUROC, lower MAE; AUROC in points) "
