@@ -22,14 +22,19 @@ def selection_metric(results: pd.DataFrame, task: str) -> str:
     return "roc_auc" if "roc_auc" in names else "mae"
 
 
+def metric_units(metric: str) -> tuple[str, float, int]:
+    """(label, scale, decimals) a metric is printed with: AUROC in percent, as the paper does."""
+    return ("AUROC", 100.0, 2) if metric == "roc_auc" else ("MAE", 1.0, 3)
+
+
 def results_markdown(results: pd.DataFrame) -> str:
     """One row per (task, backbone), one column per regime, cells "val / test" (mean ± std)."""
     lines = ["| task | metric | backbone | " + " | ".join(REGIME_LABEL[r] for r in REGIME_ORDER) + " |",
              "|---|---|---|" + "---|" * len(REGIME_ORDER)]
     for task in sorted(results.task.unique()):
         metric = selection_metric(results, task)
-        scale = 100.0 if metric == "roc_auc" else 1.0  # the paper prints AUROC in percent
-        fmt = "{:.2f}" if metric == "roc_auc" else "{:.3f}"
+        label, scale, digits = metric_units(metric)
+        fmt = f"{{:.{digits}f}}"
         sub = results[(results.task == task) & (results.metric == metric)]
         for backbone in sorted(sub.backbone.unique()):
             cells = []
@@ -41,7 +46,6 @@ def results_markdown(results: pd.DataFrame) -> str:
                                  f"{fmt.format(r['mean'].iloc[0] * scale)} ± {fmt.format(r['std'].iloc[0] * scale)}")
                 n = sub[(sub.backbone == backbone) & (sub.regime == regime)]["n"]
                 cells.append(" / ".join(parts) + (f" (n={int(n.iloc[0])})" if not n.empty else ""))
-            label = "AUROC" if metric == "roc_auc" else "MAE"
             lines.append(f"| {task} | {label} | {BACKBONE_LABEL.get(backbone, backbone)} | "
                          + " | ".join(cells) + " |")
     lines.append("")
@@ -56,7 +60,7 @@ def gains_markdown(results: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|"]
     for task in sorted(results.task.unique()):
         metric = selection_metric(results, task)
-        scale, digits = (100.0, 2) if metric == "roc_auc" else (1.0, 3)
+        label, scale, digits = metric_units(metric)
         for backbone in sorted(results.loc[results.task == task, "backbone"].unique()):
             cells = []
             for regime in ("P", "PF"):
@@ -68,7 +72,6 @@ def gains_markdown(results: pd.DataFrame) -> str:
                         continue
                     half = "" if gain[1] is None else f" ± {gain[1] * scale:.{digits}f}"
                     cells.append(f"{gain[0] * scale:+.{digits}f}{half}")
-            label = "AUROC" if metric == "roc_auc" else "MAE"
             lines.append(f"| {task} | {label} | {BACKBONE_LABEL.get(backbone, backbone)} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Gain over B, positive = better (AUROC in points, MAE in its units); ± is the half-width of "
