@@ -21,7 +21,6 @@ Ray temp dir in its command line is killed by pid.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -57,19 +56,6 @@ from ray.scripts.scripts import main
 sys.argv = ["ray", *sys.argv[1:]]
 main()
 """
-
-
-def _sweep_patched() -> bool:
-    """Does sweep.py hand --storage and --mlflow-uri to connect() (the multi-node checks)?"""
-    from sweeps.sweep import Sweep
-
-    return "storage=" in inspect.getsource(Sweep.run)
-
-
-def _tracking_records_node() -> bool:
-    from sweeps import tracking
-
-    return "node_ip" in inspect.getsource(tracking)
 
 
 def free_port() -> int:
@@ -335,16 +321,12 @@ def test_trials_ran_on_both_nodes(ray_cluster, mlflow_server, two_node_sweep):
         pid = int(r.data.metrics["pid"])  # Tune reports the trial's pid; the logger records it
         assert pid in where, (r.data.tags["trial_key"], pid)
         nodes[r.data.tags["trial_key"]] = where[pid]
-        if "node_id" in r.data.tags:  # recorded by the trial itself (proposed trainables patch)
-            assert r.data.tags["node_id"] == where[pid]
-        if _tracking_records_node():
-            assert r.data.tags.get("node_ip") == "127.0.0.1"
+        assert r.data.tags["node_id"] == where[pid]  # recorded by the trial itself
+        assert r.data.tags.get("node_ip") == "127.0.0.1"  # added by Tune to every result
     assert set(nodes.values()) == set(ray_cluster["nodes"].values()), nodes
 
 
 def test_graph_cache_is_shared_and_built_once(ray_cluster, two_node_sweep):
-    if not _sweep_patched():
-        pytest.skip("needs the proposed sweep.py patch: Sweep.run passes storage/mlflow_uri to connect()")
     out, storage, _ = two_node_sweep
     assert out.returncode == 0, out.stderr[-3000:]
     cache = storage / "cache"
@@ -474,8 +456,6 @@ def test_storage_not_shared_is_refused_naming_the_node(ray_cluster, mlflow_serve
 def test_storage_not_shared_refused_by_run_grid(ray_cluster, mlflow_server):
     if not ray_cluster["private_view"]:
         pytest.skip("needs `unshare --mount` (root) to give the second node a private directory")
-    if not _sweep_patched():
-        pytest.skip("needs the proposed sweep.py patch: Sweep.run passes storage/mlflow_uri to connect()")
     storage = ray_cluster["local"] / "ray2"
     out = _run_grid(ray_cluster,
                     *_sweep_args(ray_cluster, "unshared", storage, mlflow_server["uri"]),

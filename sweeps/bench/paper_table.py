@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make `sweeps` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sweeps import aggregate  # noqa: E402
+from sweeps.report import metric_units  # noqa: E402
 
 # Peleška & Šír (2025), Table 3, rel-f1: (val, test); AUROC in %, MAE in positions.
 PAPER: dict[tuple[str, str, str], tuple[float, float]] = {
@@ -48,12 +49,13 @@ def ours(results: pd.DataFrame, task: str, backbone: str, regime: str, split: st
     found = aggregate.cell(results, task, backbone, regime, split, METRIC[task])
     if found is None:
         return None
-    scale = 100.0 if METRIC[task] == "roc_auc" else 1.0
+    _, scale, _ = metric_units(METRIC[task])
     return found[0] * scale, found[1] * scale, found[2]
 
 
 def _fmt(x: float, task: str) -> str:
-    return f"{x:.3f}" if METRIC[task] == "mae" else f"{x:.2f}"
+    _, _, digits = metric_units(METRIC[task])
+    return f"{x:.{digits}f}"
 
 
 def table(results: pd.DataFrame) -> str:
@@ -61,12 +63,12 @@ def table(results: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|"]
     for (task, backbone, regime), (p_val, p_test) in PAPER.items():
         val, test = ours(results, task, backbone, regime, "val"), ours(results, task, backbone, regime, "test")
-        unit = "MAE" if METRIC[task] == "mae" else "AUROC"
+        unit, _, digits = metric_units(METRIC[task])
         if val is None or test is None:
             cells = ["—", "0", "—"]
         else:
             cells = [f"{_fmt(val[0], task)} ± {_fmt(val[1], task)} / {_fmt(test[0], task)} ± {_fmt(test[1], task)}",
-                     str(test[2]), f"{test[0] - p_test:+.3f}" if unit == "MAE" else f"{test[0] - p_test:+.2f}"]
+                     str(test[2]), f"{test[0] - p_test:+.{digits}f}"]
         lines.append(f"| {task} ({unit}) | {BACKBONE[backbone]} | {REGIME[regime]} | "
                      f"{_fmt(p_val, task)} / {_fmt(p_test, task)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -89,7 +91,7 @@ def pf_vs_b(results: pd.DataFrame) -> str:
                 if gain is None:
                     cells += ["—", f"{paper:+.3f}"]
                     continue
-                scale = 100.0 if sign > 0 else 1.0  # AUROC in points, as the paper prints it
+                _, scale, _ = metric_units(METRIC[task])  # AUROC in points, as the paper prints it
                 mine, half = gain[0] * scale, None if gain[1] is None else gain[1] * scale
                 agree[split][0] += (mine > 0) == (paper > 0)
                 agree[split][1] += 1
