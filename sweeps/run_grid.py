@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from pathlib import Path
 
 # Before torch loads (in this driver; workers get it through Ray's runtime_env):
 # spinning OpenMP workers stall badly when cores are shared.

@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -23,7 +22,6 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from sweeps.stoppers import shared_stop_reasons
 from sweeps.space import trial_config
 
-DEFAULT_URI = "sqlite:///mlruns.db"
 # Where a trial runs: Tune adds node_ip and hostname to every result (node_id: the trainables).
 NODE_KEYS = ("node_ip", "hostname", "node_id")
 
@@ -199,6 +197,3 @@ def finish_stage(client: MlflowClient, run_id: str, metrics: dict[str, float]) -
     client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
     client.set_terminated(run_id, status="FINISHED")
 
-
-def configure(uri: str) -> None:
-    mlflow.set_tracking_uri(uri)

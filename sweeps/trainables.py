@@ -24,7 +24,7 @@ from ray import tune
 
 from relcore.data import DatasetSpec, load_dataset, load_task
 from relcore.finetune import FinetuneConfig, finetune, main_metric
-from relcore.graph import RelGraph, build_graph
+from relcore.graph import build_graph
 from relcore.models import BackboneConfig
 from relcore.pretrain import PretrainConfig, pretrain
 from sweeps.space import trial_config
@@ -32,10 +32,6 @@ from sweeps.space import trial_config
 STATE_FILE = "state.pt"  # the loop's resumable state, in trial checkpoints
 FAIL_ENV = "RELCORE_SWEEP_FAIL_KEY"  # tests inject a failing trial by its key
 FAIL_ONCE_ENV = "RELCORE_SWEEP_FAIL_ONCE_KEYS"  # ... and trials failing once, after an evaluation
-
-
-def dataset_spec(d: dict) -> DatasetSpec:
-    return DatasetSpec(d["name"], raw_dir=d.get("raw_dir"), time_cols=tuple(d.get("time_cols", ())))
 
 
 @lru_cache(maxsize=4)

@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from relcore.data import DatasetSpec, load_dataset, load_task, prune
+from relcore.data import DatasetSpec, load_dataset, load_task
 from relcore.data.validate import count_rows_and_links
 from relcore.errors import RelcoreError
 
@@ -63,7 +63,7 @@ def test_relbench_metrics_evaluate(f1_raw_dir):
 
 def test_prune_drops_future_rows(f1_dataset):
     db = f1_dataset.get_db()
-    pruned = prune(db, f1_dataset.val_timestamp)
+    pruned = db.upto(f1_dataset.val_timestamp)  # what the backbone is built on
     for table in pruned.table_dict.values():
         if table.time_col is not None:
             assert table.df[table.time_col].max() <= f1_dataset.val_timestamp

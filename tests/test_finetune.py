@@ -71,25 +71,23 @@ def test_bf16_mixed_precision_learns_like_fp32(synthetic_graph, churn):
 
 def test_frozen_backbone_is_bit_identical_after_P(synthetic_graph, churn, checkpoint):
     seen = {}
-
-    def grab(step, metrics, ckpt):
-        return None
-
     cfg = FinetuneConfig(mode="P", **{**FAST, "max_steps": 10, "eval_every": 5})
     from relcore.finetune import make_backbone
+    from relcore.loop import seed_everything
 
-    before = make_backbone(synthetic_graph, "P", None, checkpoint).state_dict()
-    model = TaskModel(make_backbone(synthetic_graph, "P", None, checkpoint), "customers")
-    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
-    trainable = freeze_for_mode(model, "P")
-    assert trainable and all(p.requires_grad for p in model.head.parameters())
-    result = finetune(synthetic_graph, churn, "customer-churn", cfg, checkpoint=checkpoint,
-                      callback=grab, _model_out=seen)
+    # The model finetune() starts from: same seed, same construction order.
+    seed_everything(cfg.seed)
+    start = TaskModel(make_backbone(synthetic_graph, "P", None, checkpoint), "customers")
+    trainable = freeze_for_mode(start, "P")
+    assert trainable and all(p.requires_grad for p in start.head.parameters())
+    result = finetune(synthetic_graph, churn, "customer-churn", cfg, checkpoint=checkpoint, _model_out=seen)
     after = seen["model"]
-    for name, tensor in before.items():
+    for name, tensor in start.backbone.state_dict().items():
         if not name.startswith("temporal."):
             assert torch.equal(tensor, after.backbone.state_dict()[name]), name
-    assert any(not torch.equal(v, after.head.state_dict()[k]) for k, v in head_before.items())
+    trained = after.head.state_dict()
+    for name in ("lin1.weight", "lin1.bias", "lin2.weight", "lin2.bias"):  # every head weight moved
+        assert not torch.equal(start.head.state_dict()[name], trained[name]), name
     assert result.steps == 10
 
 

@@ -32,9 +32,13 @@ def test_cache_reused(f1_dataset, cache_root, f1_graph):
     assert time.perf_counter() - start < 5
     for nt in f1_graph.node_types:
         a, b = f1_graph.data[nt].tf, again.data[nt].tf
+        assert a.feat_dict.keys() == b.feat_dict.keys(), nt
         for st, feat in a.feat_dict.items():
             if isinstance(feat, torch.Tensor):
                 assert torch.equal(torch.nan_to_num(feat), torch.nan_to_num(b.feat_dict[st]))
+            else:  # MultiEmbeddingTensor (text embeddings) / MultiNestedTensor
+                assert torch.equal(feat.values, b.feat_dict[st].values), (nt, st)
+                assert torch.equal(feat.offset, b.feat_dict[st].offset), (nt, st)
 
 
 def test_key_depends_on_stypes_and_embedder(f1_dataset):

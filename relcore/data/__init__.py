@@ -19,8 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import pandas as pd
-from relbench.base import AutoCompleteTask, Database, Dataset, EntityTask, RecommendationTask
+from relbench.base import AutoCompleteTask, Dataset, EntityTask, RecommendationTask
 
 from relcore.errors import RelcoreError
 
@@ -150,8 +149,3 @@ def entity_task_names(spec: DatasetSpec) -> list[str]:
 def _ensure_registered(spec: DatasetSpec) -> None:
     if spec.registry_name == "rel-synthetic":
         import relcore.data.synthetic  # noqa: F401  (registers its tasks with relbench)
-
-
-def prune(db: Database, timestamp: pd.Timestamp) -> Database:
-    """A view of ``db`` with only rows dated at or before ``timestamp`` (relbench's ``upto``)."""
-    return db.upto(timestamp)
