@@ -251,6 +251,20 @@ def _info(mode: str, address: str | None, source: str) -> ClusterInfo:
                        sorted(n.get("NodeManagerAddress", "?") for n in nodes))
 
 
+def check_trial_fits(cpus: float, gpus: float, memory_bytes: float = 0.0) -> None:
+    """Refuse a per-trial request that no alive node can hold: Tune would only warn and
+    wait for it forever. (On an autoscaling cluster, start a node that fits first.)"""
+    need = {"CPU": cpus, "GPU": gpus, "memory": memory_bytes}
+    nodes = [n.get("Resources", {}) for n in _alive_nodes()]
+    if any(all(res.get(k, 0.0) >= v for k, v in need.items() if v > 0) for res in nodes):
+        return
+    have = ", ".join(sorted({f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU / "
+                             f"{r.get('memory', 0) / 2**30:.0f} GiB" for r in nodes}))
+    ask = f"{cpus:g} CPU / {gpus:g} GPU" + (f" / {memory_bytes / 2**30:g} GiB" if memory_bytes else "")
+    raise RelcoreError(f"a trial asks for {ask} (--cpus-per-trial, --gpus-per-trial, --memory-per-trial) "
+                       f"but no node has that much: nodes have {have or 'nothing'}")
+
+
 # --- multi-node checks ---------------------------------------------------------------
 def is_local_mlflow(uri: str) -> bool:
     """True for an MLflow store that lives on the driver's disk."""

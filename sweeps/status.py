@@ -22,27 +22,34 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 if __package__ in (None, ""):  # run as a script: make `sweeps` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps import aggregate, report  # noqa: E402
+from relcore.errors import RelcoreError  # noqa: E402
+from sweeps import aggregate, report, store  # noqa: E402
 from sweeps.space import Grid  # noqa: E402
 
 
-class SweepNotFound(Exception):
-    """No MLflow store, or no sweep of that name in it."""
+class SweepNotFound(RelcoreError):
+    """No MLflow store that can be read, or no sweep of that name in it."""
 
 
 def open_sweep(name: str, mlflow_uri: str) -> "SweepRuns":
     """The runs of sweep ``name``; a missing SQLite store is refused, never created."""
-    if mlflow_uri.startswith("sqlite:///") and not Path(mlflow_uri[len("sqlite:///"):]).is_file():
-        raise SweepNotFound(f"no MLflow store at {mlflow_uri}")
-    client = MlflowClient(mlflow_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        raise SweepNotFound(f"no sweep named '{name}' in {mlflow_uri}")
-    return SweepRuns(client, exp.experiment_id)
+    try:
+        store.check_store(mlflow_uri, must_exist=True)
+        client = MlflowClient(mlflow_uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise SweepNotFound(f"no sweep named '{name}' in {mlflow_uri}")
+        return SweepRuns(client, exp.experiment_id)
+    except MlflowException as exc:  # e.g. a server that answers /health but not the API
+        first = str(exc).strip().splitlines()[0]
+        raise SweepNotFound(f"MLflow store {mlflow_uri} cannot be read: {first}") from None
+    except RelcoreError as exc:
+        raise SweepNotFound(str(exc)) from None
 
 
 class SweepRuns:
@@ -206,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", action="store_true", help="also list every trial (best/val is loss "
                    "for pretraining, the task's metric for fine-tuning)")
     args = p.parse_args(argv)
+    if args.slots < 0:
+        p.error("--slots must be >= 0 (0: as the sweep logged it)")
 
     try:
         runs = open_sweep(args.name, args.mlflow_uri)
@@ -232,9 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     print(report.results_markdown(results))
     if args.out:
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        results.to_csv(out / "results.csv", index=False)
-        (out / "results.md").write_text(report.results_markdown(results) + "\n")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            results.to_csv(out / "results.csv", index=False)
+            (out / "results.md").write_text(report.results_markdown(results) + "\n")
+        except OSError as e:
+            print(f"status: cannot write to --out {out}: {e.strerror or e}", file=sys.stderr)
+            return 2
         print(f"status: wrote {out / 'results.csv'} and {out / 'results.md'}")
     return 0
 

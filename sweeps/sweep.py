@@ -9,7 +9,6 @@ import signal
 import threading
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,8 +21,8 @@ from relcore.data import DatasetSpec, entity_task_names, load_dataset, load_task
 from relcore.errors import RelcoreError
 from relcore.finetune import train_rows
 from relcore.graph import build_graph
-from sweeps import aggregate, report, space, tracking
-from sweeps.cluster import connect
+from sweeps import aggregate, report, space, store, tracking
+from sweeps.cluster import check_trial_fits, connect
 from sweeps.progress import ProgressLine
 from sweeps.stoppers import TrialStoppers
 from sweeps.trainables import DropLoopState, finetune_trainable, pretrain_trainable
@@ -67,28 +66,6 @@ def check_storage(storage: str) -> str:
     return str(path)
 
 
-def check_mlflow(uri: str) -> None:
-    """Refuse an MLflow URI that cannot work before anything runs."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):]).expanduser()
-        parent = db.resolve().parent
-        if not parent.is_dir() or not _writable(parent):
-            raise RelcoreError(f"MLflow store {uri}: folder {parent} is not writable")
-    elif uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-        except Exception as exc:
-            raise RelcoreError(f"MLflow tracking server {uri} is unreachable: {exc}") from exc
-
-
-def _writable(folder: Path) -> bool:
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
 @dataclass
 class StageOutcome:
     results: list  # ray.tune.Result
@@ -126,11 +103,13 @@ class Sweep:
         preset.finetune = replace(preset.finetune, precision=getattr(args, "finetune_precision", "fp32"))
         if args.max_failures < 0 or args.cpus_per_trial <= 0 or args.num_samples < 1:
             raise RelcoreError("--max-failures must be >= 0, --cpus-per-trial > 0, --num-samples >= 1")
+        if args.gpus_per_trial < 0 or args.memory_per_trial < 0 or (args.num_cpus is not None and args.num_cpus < 1):
+            raise RelcoreError("--gpus-per-trial and --memory-per-trial must be >= 0, --num-cpus >= 1")
         spec = DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=tuple(args.time_col))
         dataset = load_dataset(spec)  # unknown dataset / missing or corrupt data fail here
         tasks = cls._resolve_tasks(args.tasks, spec, preset)
         storage = check_storage(args.storage)
-        check_mlflow(args.mlflow_uri)
+        store.check_store(args.mlflow_uri)
         sweep = cls(args, preset, spec, {"name": spec.name, "raw_dir": spec.raw_dir and str(
             Path(spec.raw_dir).resolve()), "time_cols": list(spec.time_cols)}, tasks, storage)
         sweep._check_not_existing()
@@ -210,6 +189,7 @@ class Sweep:
         info = connect(self.args.cluster, num_cpus=self.args.num_cpus, storage=self.storage,
                        mlflow_uri=self.args.mlflow_uri)
         print(f"run_grid: {info.describe()}", flush=True)
+        check_trial_fits(self.args.cpus_per_trial, self.args.gpus_per_trial, self.args.memory_per_trial * 2**30)
         # Build (or load) the graph once here, so every worker only reads the disk cache.
         dataset = load_dataset(self.spec)
         graph = build_graph(dataset.get_db())

@@ -189,6 +189,16 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
                                "--mlflow-uri", nowhere], capture_output=True, text=True, timeout=120)
     assert no_store.returncode == 2 and "no MLflow store" in no_store.stderr
     assert not (tmp / "nowhere.db").exists()
+    (tmp / "notes.db").write_text("not a database\n")
+    for args, needle in ((["--mlflow-uri", f"sqlite:///{tmp / 'notes.db'}"], "is not an SQLite database"),
+                         (["--mlflow-uri", "nosuch://x"], "MLflow store nosuch://x cannot be opened"),
+                         (["--mlflow-uri", uri, "--out", str(tmp / "notes.db")], "cannot write to --out"),
+                         (["--mlflow-uri", uri, "--slots", "-1"], "--slots must be >= 0")):
+        bad = subprocess.run([sys.executable, str(REPO / "sweeps" / "status.py"), "--name", "quick", *args],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and needle in bad.stderr.strip().splitlines()[-1], (args, bad.stderr[-2000:])
+        assert "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert (tmp / "notes.db").read_text() == "not a database\n"
 
 
 def test_progress_page_rewrites_only_its_block(quick_sweep):
@@ -230,6 +240,15 @@ def test_progress_page_rewrites_only_its_block(quick_sweep):
         assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
         assert ("no sweep named 'nope'" if name == "nope" else "no MLflow store") in wrong.stderr
     assert page.read_text() == before and not (tmp / "nowhere.db").exists()
+    # an unwritable --csv: one line, and neither the page nor the csv is touched
+    csv_before = (tmp / "partial.csv").read_bytes()
+    blocked = subprocess.run([sys.executable, script, "--name", "quick", "--mlflow-uri", uri, "--page", str(page),
+                              "--csv", str(tmp / "bare.md" / "partial.csv")], capture_output=True, text=True,
+                             timeout=120)
+    assert blocked.returncode == 2 and len(blocked.stderr.strip().splitlines()) == 1, blocked.stderr
+    assert "cannot write" in blocked.stderr
+    assert page.read_text() == before and (tmp / "partial.csv").read_bytes() == csv_before
+    assert not list(tmp.glob("*.tmp"))
 
 
 def test_a_sweep_fine_tunes_another_sweeps_checkpoints(quick_sweep):
@@ -368,6 +387,11 @@ def test_existing_sweep_needs_resume(quick_sweep):
     (["--dataset", "rel-nope"], "unknown dataset 'rel-nope'"),
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--cluster", "127.0.0.1:9"], "unreachable"),
+    (["--num-cpus", "-1"], "--num-cpus >= 1"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial and --memory-per-trial must be >= 0"),
+    (["--cpus-per-trial", "3"], "a trial asks for 3 CPU / 0 GPU"),  # the local Ray has 2
+    (["--gpus-per-trial", "64"], "but no node has that much: nodes have 2 CPU / "),
+    (["--mlflow-uri", "nosuch://x"], "MLflow store nosuch://x cannot be opened"),
 ])
 def test_bad_input_refused_before_any_trial(tmp_path, monkeypatch, capsys, args, needle):
     from sweeps.run_grid import main  # in-process: same entry point, no interpreter start-up

@@ -16,6 +16,7 @@ the author's and is kept as it is. ``--csv`` also writes the partial ``results.c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
 from pathlib import Path
@@ -114,11 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     except (PageError, status.SweepNotFound) as e:
         print(f"progress_page: {e}", file=sys.stderr)
         return 2
-    tmp = page_path.with_suffix(page_path.suffix + ".tmp")  # atomic: a crash keeps the old page
-    tmp.write_text(replace_block(page, block))
-    tmp.replace(page_path)
+    # Both files written beside their targets first, then renamed: a failed write leaves both as they were.
+    writes = [(page_path, lambda f: f.write_text(replace_block(page, block)))]
     if args.csv and not results.empty:
-        results.to_csv(args.csv, index=False)
+        writes.append((Path(args.csv), lambda f: results.to_csv(f, index=False)))
+    staged = []
+    try:
+        for target, write in writes:
+            tmp = target.with_name(target.name + ".tmp")
+            staged.append((tmp, target))
+            write(tmp)
+    except OSError as e:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):  # the failed one may not even have a folder
+                tmp.unlink(missing_ok=True)
+        print(f"progress_page: cannot write {staged[-1][1]}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    for tmp, target in staged:
+        tmp.replace(target)
     print(f"progress_page: rewrote the progress block of {args.page}" + (f" and {args.csv}" if args.csv else ""))
     return 0
 
