@@ -237,9 +237,11 @@ class Sweep:
                    total: int) -> StageOutcome:
         start = time.time()
         parent = tracking.stage_run(self.client, self.experiment_id, stage, self._stage_params())
-        # A resumed stage's wall time continues from its earlier runs, so that its busy time
-        # (which counts every trial, also those finished before) is not set against this run's alone.
-        prior_wall = self.client.get_run(parent).data.metrics.get("wall_s", 0.0) if self.args.resume else 0.0
+        # A resumed stage's wall time continues from its earlier runs (tracking.StageClock keeps
+        # it logged), so that its busy time, which counts every trial, is not set against this run's alone.
+        if not self.args.resume:
+            self.client.log_metric(parent, "wall_s", 0.0)
+        prior_wall = tracking.stage_wall(self.client, parent)
         resources = {"cpu": self.args.cpus_per_trial, "gpu": self.args.gpus_per_trial}
         if self.args.memory_per_trial > 0:
             resources["memory"] = self.args.memory_per_trial * 2**30
@@ -271,6 +273,7 @@ class Sweep:
                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                    callbacks=[tracking.TrialRunLogger(self.args.mlflow_uri, self.args.name,
                                                                       stage, parent, stoppers.reasons),
+                                              tracking.StageClock(self.args.mlflow_uri, parent),
                                               ProgressLine(stage, total), DropLoopState()]))
         self._catch_stop_signals()
         grid = tuner.fit()

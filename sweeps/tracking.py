@@ -18,6 +18,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune import Callback
 
 from sweeps.stoppers import shared_stop_reasons
 from sweeps.space import trial_config
@@ -60,6 +61,48 @@ def stage_run(client: MlflowClient, experiment_id: str, stage: str, params: dict
     run = client.create_run(experiment_id, run_name=stage, tags={"kind": "stage", "stage": stage})
     _log_params(client, run.info.run_id, params)
     return run.info.run_id
+
+
+def stage_wall(client: MlflowClient, parent_run_id: str) -> float:
+    """The wall time a stage's earlier runs logged (0 for a new stage)."""
+    return client.get_run(parent_run_id).data.metrics.get("wall_s", 0.0)
+
+
+class StageClock(Callback):
+    """Logs a stage's wall time to its parent run while it runs: whenever a trial ends and
+    at least every ``every_s`` seconds. A sweep killed without warning (SIGKILL, a lost
+    node, a batch job's hard limit) so keeps its wall time up to then, and the resumed run
+    continues from it: the stage's busy time counts every trial, also those finished
+    before, and the overhead share sets one against the other.
+
+    Tune restores callbacks from its saved state on ``--resume``, so the starting point is
+    read in :meth:`setup` (called at every start), never kept from construction.
+    """
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, every_s: float = 60.0):
+        self.tracking_uri, self.parent_run_id, self.every_s = tracking_uri, parent_run_id, every_s
+
+    def setup(self, **info) -> None:
+        self.client = MlflowClient(self.tracking_uri)
+        self.prior = stage_wall(self.client, self.parent_run_id)
+        self.start = self.logged = time.time()
+
+    def wall(self) -> float:
+        return self.prior + time.time() - self.start
+
+    def _log(self) -> None:
+        self.logged = time.time()
+        self.client.log_metric(self.parent_run_id, "wall_s", self.wall())
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if time.time() - self.logged >= self.every_s:
+            self._log()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._log()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._log()
 
 
 def mark_interrupted(client: MlflowClient, experiment_id: str, stage: str) -> int:

@@ -76,6 +76,9 @@ def test_quick_preset_end_to_end(quick_sweep):
         parents = [r for r in runs if r.data.tags.get("kind") == "stage" and r.data.tags.get("stage") == stage]
         assert len(parents) == 1
         assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trial_runs(runs, stage))
+        # wall time logged while the stage ran (a 0 at its start, one per trial end, the closing one)
+        walls = client.get_metric_history(parents[0].info.run_id, "wall_s")
+        assert len(walls) >= n + 2 and parents[0].data.metrics["wall_s"] == max(m.value for m in walls)
     pre = trial_runs(runs, "pretrain")[0]
     assert pre.data.params["backbone.table_model"] == "linear" and "stop_reason" in pre.data.tags
     assert [a.path for a in client.list_artifacts(pre.info.run_id, "checkpoint")] == ["checkpoint/backbone.pt"]
