@@ -6,7 +6,7 @@ refusals that protect a cluster run -- all with real processes on this machine.
   private view of one "node-local" directory), a real ``mlflow server`` with served
   artifacts, and ``run_grid.py --cluster auto`` with ``RAY_ADDRESS`` set to the head;
 - the SLURM path (``sbatch cluster/slurm/relcore-sweep.sbatch``) when ``RELCORE_SLURM_TEST=1``
-  and a SLURM cluster is up (``.ci/run`` starts one with ``cluster/slurm/ci-start-slurm.sh``);
+  and a SLURM cluster is up (``.ci/run`` starts one with ``.ci/start-slurm.sh``);
 - bad input: an unreachable or non-Ray address, a local MLflow store on a multi-node
   cluster, a storage path the other node does not share.
 
@@ -527,7 +527,7 @@ def test_wrong_token_is_a_clear_error(ray_cluster):
 # --- SLURM ------------------------------------------------------------------------------
 @pytest.mark.skipif(os.environ.get("RELCORE_SLURM_TEST") != "1",
                     reason="SLURM test off: set RELCORE_SLURM_TEST=1 with a SLURM cluster up "
-                           "(.ci/run starts one with cluster/slurm/ci-start-slurm.sh)")
+                           "(.ci/run starts one with .ci/start-slurm.sh)")
 def test_sbatch_quick_sweep(mlflow_server):
     assert shutil.which("sbatch"), "RELCORE_SLURM_TEST=1 but sbatch is not installed"
     tmp = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))

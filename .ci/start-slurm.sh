@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Start a private one-node SLURM cluster on this machine for tests/test_cluster.py (CI).
 #
-#   cluster/slurm/ci-start-slurm.sh DIR        # prints `export ...` lines for the caller to eval
-#   cluster/slurm/ci-stop-slurm.sh DIR         # stops what this started, by pid
+#   .ci/start-slurm.sh DIR        # prints `export ...` lines for the caller to eval
+#   .ci/stop-slurm.sh DIR         # stops what this started, by pid
 #
 # Everything lives under DIR: its own munge key and socket, slurm.conf, state, spool, logs
 # and pid files; /etc/slurm and /etc/munge are not touched. The daemons talk over
@@ -11,10 +11,10 @@
 # Fails loudly (non-zero exit, reason on stderr) rather than leaving a half-started cluster.
 set -euo pipefail
 
-DIR=${1:?usage: ci-start-slurm.sh DIR}
+DIR=${1:?usage: start-slurm.sh DIR}
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
-log() { echo "ci-start-slurm: $*" >&2; }
+log() { echo "start-slurm: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
@@ -51,7 +51,7 @@ CPUS=$(nproc)
 CTLD_PORT=$(free_port)
 SLURMD_PORT=$(free_port)
 cat > "$DIR/slurm.conf" <<CONF
-# Written by cluster/slurm/ci-start-slurm.sh: a private one-node cluster on 127.0.0.1.
+# Written by .ci/start-slurm.sh: a private one-node cluster on 127.0.0.1.
 ClusterName=relcore-ci
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=$CTLD_PORT

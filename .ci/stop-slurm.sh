@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Stop the private SLURM cluster that ci-start-slurm.sh started in DIR (by its pid files).
+# Stop the private SLURM cluster that start-slurm.sh started in DIR (by its pid files).
 set -uo pipefail
-DIR=${1:?usage: ci-stop-slurm.sh DIR}
+DIR=${1:?usage: stop-slurm.sh DIR}
 for name in slurmd slurmctld munged; do
   pidfile="$DIR/run/$name.pid"
   [ -s "$pidfile" ] || continue
