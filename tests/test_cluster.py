@@ -483,21 +483,20 @@ def test_unreachable_address_fails_fast_in_one_line(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "m.db").exists()
 
 
-def test_a_port_that_is_not_ray_fails_within_bound(mlflow_server, tmp_path, monkeypatch, capsys):
-    from sweeps import cluster
-    from sweeps.run_grid import main
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cluster, "GCS_TIMEOUT_S", 6.0)
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    monkeypatch.setattr("ray._private.ray_constants.ENABLE_RAY_CLUSTER", False)  # dial 127.0.0.1 as is
+def test_a_port_that_is_not_ray_fails_within_bound(mlflow_server, tmp_path):
     hostport = mlflow_server["uri"].split("//", 1)[1]  # an HTTP server, not a Ray GCS
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+           "RELCORE_RAY_CONNECT_TIMEOUT_S": "6",  # the GCS handshake bound, as a user sets it
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # dial 127.0.0.1 as is
     t0 = time.time()
-    assert main(["--cluster", hostport, "--dataset", "synthetic", "--preset", "quick",
-                 "--storage", str(tmp_path / "ray"), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"no Ray GCS answered at {hostport} within 6s" in err[0], err
+    out = subprocess.run([PY, RUN_GRID, "--cluster", hostport, "--dataset", "synthetic", "--preset", "quick",
+                          "--storage", str(tmp_path / "ray"), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    err = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(err) == 1, out.stderr[-2000:]
+    assert f"no Ray GCS answered at {hostport} within 6s" in err[0], err
     assert time.time() - t0 < 60
+    assert not (tmp_path / "m.db").exists()
 
 
 @pytest.mark.parametrize("address,needle", [
