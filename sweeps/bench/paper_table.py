@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make `sweeps` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sweeps import aggregate  # noqa: E402
-from sweeps.report import metric_units  # noqa: E402
+from sweeps.report import BACKBONE_LABEL, REGIME_LABEL, metric_units  # noqa: E402
 
 # Peleška & Šír (2025), Table 3, rel-f1: (val, test); AUROC in %, MAE in positions.
 PAPER: dict[tuple[str, str, str], tuple[float, float]] = {
@@ -40,8 +40,6 @@ PAPER: dict[tuple[str, str, str], tuple[float, float]] = {
     ("driver-position", "resnet", "PF"): (3.101, 3.469),
 }
 METRIC = {"driver-dnf": "roc_auc", "driver-top3": "roc_auc", "driver-position": "mae"}
-BACKBONE = {"linear": "Linear-SAGE", "resnet": "ResNet-SAGE"}
-REGIME = {"B": "B", "P": "P", "PF": "P&F"}
 
 
 def ours(results: pd.DataFrame, task: str, backbone: str, regime: str, split: str) -> tuple[float, float, int] | None:
@@ -69,7 +67,7 @@ def table(results: pd.DataFrame) -> str:
         else:
             cells = [f"{_fmt(val[0], task)} ± {_fmt(val[1], task)} / {_fmt(test[0], task)} ± {_fmt(test[1], task)}",
                      str(test[2]), f"{test[0] - p_test:+.{digits}f}"]
-        lines.append(f"| {task} ({unit}) | {BACKBONE[backbone]} | {REGIME[regime]} | "
+        lines.append(f"| {task} ({unit}) | {BACKBONE_LABEL[backbone]} | {REGIME_LABEL[regime]} | "
                      f"{_fmt(p_val, task)} / {_fmt(p_test, task)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -83,7 +81,7 @@ def pf_vs_b(results: pd.DataFrame) -> str:
     clear = {"val": [0, 0], "test": [0, 0]}  # intervals that exclude 0, cells with an interval
     for task in METRIC:
         sign = -1.0 if METRIC[task] == "mae" else 1.0  # positive = P&F better
-        for backbone in BACKBONE:
+        for backbone in BACKBONE_LABEL:
             cells = []
             for i, split in enumerate(("val", "test")):
                 gain = aggregate.gain_over_b(results, task, backbone, "PF", split, METRIC[task], sign > 0)
@@ -101,7 +99,7 @@ def pf_vs_b(results: pd.DataFrame) -> str:
                 clear[split][0] += abs(mine) > half
                 clear[split][1] += 1
                 cells += [f"{mine:+.3f} ± {half:.3f}", f"{paper:+.3f}"]
-            lines.append(f"| {task} | {BACKBONE[backbone]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {task} | {BACKBONE_LABEL[backbone]} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("(positive = P&F better than B: higher AUROC, lower MAE; AUROC in points) "
                  f"Same sign as the paper: val {agree['val'][0]} of {agree['val'][1]} cells, "
