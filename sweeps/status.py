@@ -113,11 +113,14 @@ def stage_table(runs: SweepRuns) -> pd.DataFrame:
         params = parents[0].data.params if parents else first_params
         planned = planned_trials(params, stage) if params else None
         done = parents[0].data.metrics if parents and parents[0].info.status == "FINISHED" else {}
+        wall, overhead = done.get("wall_s", math.nan), done.get("overhead_share", math.nan)
+        if overhead < 0:  # more trial time than wall x slots: a kill without warning lost wall time
+            wall = overhead = math.nan  # (stages run before tracking.StageClock logged it as they went)
         rows.append({"stage": stage, "planned": planned, "finished": finished,
                      "running": int((status == "RUNNING").sum()), "failed": int((status == "FAILED").sum()),
                      "mean_busy_s": float(pd.Series(busy).mean()) if busy else math.nan,
                      # a finished stage: its wall time and the share of it that was not trial work
-                     "wall_s": done.get("wall_s", math.nan), "overhead_share": done.get("overhead_share", math.nan)})
+                     "wall_s": wall, "overhead_share": overhead})
     table = pd.DataFrame(rows)
     table["planned"] = table["planned"].astype("Int64")
     return table
