@@ -282,8 +282,12 @@ def _check_quick_sweep_in_mlflow(uri: str, name: str):
 def two_node_sweep(ray_cluster, mlflow_server):
     storage = ray_cluster["shared"] / "ray"
     t0 = time.time()
+    # Pretraining trials long enough that the second node's actor is up before the head's
+    # trial ends: Tune (reuse_actors) hands a pending trial the head's freed actor and drops
+    # one still starting elsewhere, so trials shorter than an actor's start-up can all land
+    # on the head and leave nothing for test_trials_ran_on_both_nodes to see.
     out = _run_grid(ray_cluster,
-                    *_sweep_args(ray_cluster, "two-node", storage, mlflow_server["uri"]),
+                    *_sweep_args(ray_cluster, "two-node", storage, mlflow_server["uri"], "--pretrain-steps", "150"),
                     env={"RAY_ADDRESS": ray_cluster["address"]})
     return out, storage, time.time() - t0
 
