@@ -75,6 +75,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("run_grid: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        ray = sys.modules.get("ray")  # imported only once the arguments were valid
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()  # an error after connecting leaves no Ray behind (main() run in-process)
     return 0
 
 
