@@ -241,7 +241,6 @@ class Sweep:
         # it logged), so that its busy time, which counts every trial, is not set against this run's alone.
         if not self.args.resume:
             self.client.log_metric(parent, "wall_s", 0.0)
-        prior_wall = tracking.stage_wall(self.client, parent)
         resources = {"cpu": self.args.cpus_per_trial, "gpu": self.args.gpus_per_trial}
         if self.args.memory_per_trial > 0:
             resources["memory"] = self.args.memory_per_trial * 2**30
@@ -273,12 +272,12 @@ class Sweep:
                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                    callbacks=[tracking.TrialRunLogger(self.args.mlflow_uri, self.args.name,
                                                                       stage, parent, stoppers.reasons),
-                                              tracking.StageClock(self.args.mlflow_uri, parent),
                                               ProgressLine(stage, total), DropLoopState()]))
         self._catch_stop_signals()
-        grid = tuner.fit()
+        with tracking.StageClock(self.args.mlflow_uri, parent, start=start) as clock:
+            grid = tuner.fit()
         results = [grid[i] for i in range(len(grid))]
-        wall = prior_wall + time.time() - start
+        wall = clock.wall()
         unfinished = len(grid) - grid.num_terminated - grid.num_errors
         if self.stop_signal is not None or unfinished:
             # Tune saved its state and returned early: the next stage must not start from a

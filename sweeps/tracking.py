@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.tune import Callback
 
 from sweeps.stoppers import shared_stop_reasons
 from sweeps.space import trial_config
@@ -68,40 +68,51 @@ def stage_wall(client: MlflowClient, parent_run_id: str) -> float:
     return client.get_run(parent_run_id).data.metrics.get("wall_s", 0.0)
 
 
-class StageClock(Callback):
-    """Logs a stage's wall time to its parent run while it runs: whenever a trial ends and
-    at least every ``every_s`` seconds. A sweep killed without warning (SIGKILL, a lost
-    node, a batch job's hard limit) so keeps its wall time up to then, and the resumed run
-    continues from it: the stage's busy time counts every trial, also those finished
-    before, and the overhead share sets one against the other.
+class StageClock:
+    """Keeps a stage's wall time logged on its parent run while the stage runs, from a
+    driver thread, at least every ``every_s`` seconds and once more when the stage ends.
 
-    Tune restores callbacks from its saved state on ``--resume``, so the starting point is
-    read in :meth:`setup` (called at every start), never kept from construction.
+    A sweep killed without warning (SIGKILL, a lost node, a batch job's hard limit) so
+    keeps its wall time up to then, and the resumed run continues from it: the stage's
+    busy time counts every trial, also those finished before, and the overhead share sets
+    one against the other. A thread in the driver rather than a Tune callback, because
+    Tune restores the callbacks a sweep started with, so a resumed sweep started by an
+    older version would run without one. Use as ``with StageClock(uri, run_id) as clock:``.
     """
 
-    def __init__(self, tracking_uri: str, parent_run_id: str, every_s: float = 60.0):
+    def __init__(self, tracking_uri: str, parent_run_id: str, start: float | None = None,
+                 every_s: float = 60.0):
         self.tracking_uri, self.parent_run_id, self.every_s = tracking_uri, parent_run_id, every_s
+        self.start = start  # when this run of the stage began (default: on entering)
 
-    def setup(self, **info) -> None:
-        self.client = MlflowClient(self.tracking_uri)
+    def __enter__(self) -> "StageClock":
+        self.client = MlflowClient(self.tracking_uri)  # its own client: the driver logs from threads
         self.prior = stage_wall(self.client, self.parent_run_id)
-        self.start = self.logged = time.time()
+        self.start = time.time() if self.start is None else self.start
+        self.end = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="stage-clock", daemon=True)
+        self._thread.start()
+        return self
 
     def wall(self) -> float:
-        return self.prior + time.time() - self.start
+        """Wall time of the stage so far (all of its runs); fixed once the clock stopped."""
+        return self.prior + (self.end or time.time()) - self.start
 
     def _log(self) -> None:
-        self.logged = time.time()
         self.client.log_metric(self.parent_run_id, "wall_s", self.wall())
 
-    def on_step_end(self, iteration, trials, **info) -> None:
-        if time.time() - self.logged >= self.every_s:
-            self._log()
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self._log()
+            except Exception:  # a busy store must not end the sweep; the next tick retries
+                pass
 
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._log()
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.end = time.time()
         self._log()
 
 
