@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -26,6 +27,15 @@ from sweeps.cluster import check_trial_fits, connect
 from sweeps.progress import ProgressLine
 from sweeps.stoppers import TrialStoppers
 from sweeps.trainables import DropLoopState, finetune_trainable, pretrain_trainable
+
+
+def overhead_share(busy: float, wall: float, slots: float) -> float:
+    """1 - busy / (wall x slots): the share of slot time not spent inside trials. NaN when
+    the trials' time exceeds it: then a stop without warning (SIGKILL) lost wall time, as
+    in stages run before tracking.StageClock kept it logged."""
+    if wall <= 0 or busy > wall * slots:
+        return math.nan
+    return 1.0 - busy / (wall * slots)
 
 
 def _split(text: str | None, cast=str) -> tuple | None:
@@ -295,7 +305,7 @@ class Sweep:
         tracking.finish_stage(self.client, parent, {"trials": len(results), "failed": failed,
                                                     "wall_s": wall, "busy_s": busy, "setup_s": setup,
                                                     "slots": slots,
-                                                    "overhead_share": 1.0 - busy / (wall * slots) if wall else 0.0})
+                                                    "overhead_share": overhead_share(busy, wall, slots)})
         outcome = StageOutcome(results, wall, busy, setup)
         self.outcomes[stage] = outcome
         return outcome
@@ -371,7 +381,7 @@ class Sweep:
     def _summary(self, results: pd.DataFrame, pre: StageOutcome, ft: StageOutcome, wall: float,
                  cpus: float) -> None:
         busy = pre.busy_s + ft.busy_s
-        overhead = 1.0 - busy / (wall * max(cpus / max(self.args.cpus_per_trial, 1e-9), 1.0)) if wall else 0.0
+        overhead = overhead_share(busy, wall, max(cpus / max(self.args.cpus_per_trial, 1e-9), 1.0))
         metrics = aggregate.summary_metrics(results)
         metrics.update({"sweep.wall_s": wall, "sweep.busy_s": busy, "sweep.setup_s": pre.setup_s + ft.setup_s,
                         "sweep.overhead_share": overhead})
@@ -396,7 +406,9 @@ class Sweep:
         print(report.results_markdown(results))
         reused = f" (reused from sweep '{pre.reused_from}')" if pre.reused_from else ""
         print(f"run_grid: {len(pre.results)} pretraining{reused} + {len(ft.results)} fine-tuning trials in "
-              f"{wall:.0f}s (trial busy {busy:.0f}s, overhead share {overhead:.1%}); reports in {local} "
+              f"{wall:.0f}s (trial busy {busy:.0f}s, overhead share "
+              f"{'unknown: a stop without warning lost wall time' if math.isnan(overhead) else f'{overhead:.1%}'}); "
+              f"reports in {local} "
               f"and MLflow experiment '{self.args.name}' ({self.args.mlflow_uri})", flush=True)
 
     @staticmethod

@@ -33,3 +33,15 @@ def test_wall_time_is_logged_while_the_stage_runs_and_continued_on_resume(tmp_pa
         assert resumed.prior == first
         time.sleep(0.2)
     assert tracking.stage_wall(client, parent) == resumed.wall() >= first + 0.2
+
+
+def test_overhead_share_is_unknown_when_wall_time_was_lost():
+    import math
+
+    from sweeps.sweep import overhead_share
+
+    assert overhead_share(busy=15.0, wall=10.0, slots=2) == 0.25
+    assert overhead_share(busy=20.0, wall=10.0, slots=2) == 0.0
+    # more trial time than slot time: a SIGKILLed run's wall time is missing, not a negative overhead
+    assert math.isnan(overhead_share(busy=25.0, wall=10.0, slots=2))
+    assert math.isnan(overhead_share(busy=0.0, wall=0.0, slots=2))
