@@ -8,6 +8,8 @@ Test numbers never influence which trials are selected.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 GROUP = ["dataset", "task", "backbone", "regime"]
@@ -99,3 +101,12 @@ def gain_over_b(results: pd.DataFrame, task: str, backbone: str, regime: str, sp
     interval = welch_interval(ours, base)
     sign = 1.0 if higher else -1.0
     return sign * (ours[0] - base[0]), None if interval is None else interval[1]
+
+
+def overhead_share(busy: float, wall: float, slots: float) -> float:
+    """1 - busy / (wall x slots): the share of slot time not spent inside trials. NaN when
+    the trials' time exceeds it: then a stop without warning (SIGKILL) lost wall time, as
+    in stages run before tracking.StageClock kept it logged."""
+    if wall <= 0 or busy > wall * slots:
+        return math.nan
+    return 1.0 - busy / (wall * slots)

@@ -48,8 +48,6 @@ def open_sweep(name: str, mlflow_uri: str) -> "SweepRuns":
     except MlflowException as exc:  # e.g. a server that answers /health but not the API
         first = str(exc).strip().splitlines()[0]
         raise SweepNotFound(f"MLflow store {mlflow_uri} cannot be read: {first}") from None
-    except RelcoreError as exc:
-        raise SweepNotFound(str(exc)) from None
 
 
 class SweepRuns:
@@ -113,9 +111,10 @@ def stage_table(runs: SweepRuns) -> pd.DataFrame:
         params = parents[0].data.params if parents else first_params
         planned = planned_trials(params, stage) if params else None
         done = parents[0].data.metrics if parents and parents[0].info.status == "FINISHED" else {}
-        wall, overhead = done.get("wall_s", math.nan), done.get("overhead_share", math.nan)
-        if overhead < 0:  # more trial time than wall x slots: a kill without warning lost wall time
-            wall = overhead = math.nan  # (stages run before tracking.StageClock logged it as they went)
+        wall, overhead = done.get("wall_s", math.nan), math.nan
+        if {"busy_s", "wall_s", "slots"} <= done.keys():  # the sweep's own rule, also for older logs
+            overhead = aggregate.overhead_share(done["busy_s"], wall, done["slots"])
+            wall = wall if not math.isnan(overhead) else math.nan  # lost to a kill: not the stage's wall
         rows.append({"stage": stage, "planned": planned, "finished": finished,
                      "running": int((status == "RUNNING").sum()), "failed": int((status == "FAILED").sum()),
                      "mean_busy_s": float(pd.Series(busy).mean()) if busy else math.nan,
@@ -221,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         runs = open_sweep(args.name, args.mlflow_uri)
-    except SweepNotFound as e:
+    except RelcoreError as e:  # SweepNotFound, or a store that cannot work
         print(f"status: {e}", file=sys.stderr)
         return 2
     stages = stage_table(runs)

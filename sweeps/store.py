@@ -54,4 +54,3 @@ def _writable(folder: Path) -> bool:
             return True
     except OSError:
         return False
-

@@ -23,19 +23,11 @@ from relcore.errors import RelcoreError
 from relcore.finetune import train_rows
 from relcore.graph import build_graph
 from sweeps import aggregate, report, space, store, tracking
+from sweeps.aggregate import overhead_share
 from sweeps.cluster import check_trial_fits, connect
 from sweeps.progress import ProgressLine
 from sweeps.stoppers import TrialStoppers
 from sweeps.trainables import DropLoopState, finetune_trainable, pretrain_trainable
-
-
-def overhead_share(busy: float, wall: float, slots: float) -> float:
-    """1 - busy / (wall x slots): the share of slot time not spent inside trials. NaN when
-    the trials' time exceeds it: then a stop without warning (SIGKILL) lost wall time, as
-    in stages run before tracking.StageClock kept it logged."""
-    if wall <= 0 or busy > wall * slots:
-        return math.nan
-    return 1.0 - busy / (wall * slots)
 
 
 def _split(text: str | None, cast=str) -> tuple | None:

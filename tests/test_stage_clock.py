@@ -38,7 +38,7 @@ def test_wall_time_is_logged_while_the_stage_runs_and_continued_on_resume(tmp_pa
 def test_overhead_share_is_unknown_when_wall_time_was_lost():
     import math
 
-    from sweeps.sweep import overhead_share
+    from sweeps.aggregate import overhead_share
 
     assert overhead_share(busy=15.0, wall=10.0, slots=2) == 0.25
     assert overhead_share(busy=20.0, wall=10.0, slots=2) == 0.0

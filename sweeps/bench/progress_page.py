@@ -26,6 +26,7 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make `sweeps` and the bench importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from relcore.errors import RelcoreError  # noqa: E402
 from sweeps import aggregate, report, status  # noqa: E402
 from sweeps.bench import paper_table  # noqa: E402
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = status.open_sweep(args.name, args.mlflow_uri)
         dataset = runs.dataset()
         block, results = progress_block(runs, dataset, dt.datetime.now(dt.timezone.utc))
-    except (PageError, status.SweepNotFound) as e:
+    except (PageError, RelcoreError) as e:  # RelcoreError: status.SweepNotFound or a bad store
         print(f"progress_page: {e}", file=sys.stderr)
         return 2
     # Both files written beside their targets first, then renamed: a failed write leaves both as they were.
