@@ -39,6 +39,40 @@ def _split(text: str | None, cast=str) -> tuple | None:
         raise RelcoreError(f"bad list value '{text}': {exc}") from exc
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """An exception and the ones it was raised from or while handling, outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "running low on memory" in str(exc)
+
+
+def _why_tune_failed(exc: BaseException, width: int = 200) -> str:
+    """One short line for an exception out of ``tuner.fit()``.
+
+    Ray's messages run to dozens of lines of memory tables, and what Tune raises is often a
+    by-product (a KeyError for a trial it lost track of) of the error that matters, so an
+    out-of-memory kill anywhere in the chain is named instead, with what to do about it.
+    """
+    chain = _causes(exc)
+    oom = next((e for e in chain if _is_out_of_memory(e)), None)
+    shown = oom or exc
+    text = str(shown).strip().splitlines()[0] if str(shown).strip() else ""
+    text = f"{type(shown).__name__}: {text.removeprefix('Caught unexpected exception: ')}"
+    if len(text) > width:  # Ray's first lines go on with node IDs and sizes after the first sentence
+        sentence = text.find(". ")
+        text = text[: sentence + 1] if 0 < sentence < width else text[: width - 3] + "..."
+    if oom is not None:
+        text += ("; the node ran out of memory: give --memory-per-trial (GiB per trial) so that "
+                 "Ray runs fewer trials at once")
+    return text
+
+
 def _is_uri(path: str) -> bool:
     return "://" in path
 
@@ -277,15 +311,22 @@ class Sweep:
                                               ProgressLine(stage, total), DropLoopState()]))
         self._catch_stop_signals()
         with tracking.StageClock(self.args.mlflow_uri, parent, start=start) as clock:
-            grid = tuner.fit()
+            try:
+                grid = tuner.fit()
+            except Exception as exc:  # noqa: BLE001 - Tune's own failure, not a trial's
+                # Tune raises out of fit() when Ray itself loses a worker it did not expect to
+                # lose (e.g. the memory monitor killing an actor during setup). Its experiment
+                # state is saved after every trial event, so the stage is resumable like a stop.
+                self._stop_stage(parent, clock.wall())
+                raise RelcoreError(f"{stage} stage interrupted ({_why_tune_failed(exc)}); its "
+                                   "state is saved; continue with the same command plus --resume") from exc
         results = [grid[i] for i in range(len(grid))]
         wall = clock.wall()
         unfinished = len(grid) - grid.num_terminated - grid.num_errors
         if self.stop_signal is not None or unfinished:
             # Tune saved its state and returned early: the next stage must not start from a
             # partial set of checkpoints, and the summary must not aggregate a partial grid.
-            self.client.log_metric(parent, "wall_s", wall)
-            self.client.set_terminated(parent, status="KILLED")
+            self._stop_stage(parent, wall)
             why = signal.Signals(self.stop_signal).name if self.stop_signal else f"{unfinished} trial(s) unfinished"
             raise RelcoreError(f"{stage} stage interrupted ({why}): its state is saved; continue with "
                                "the same command plus --resume")
@@ -301,6 +342,11 @@ class Sweep:
         outcome = StageOutcome(results, wall, busy, setup)
         self.outcomes[stage] = outcome
         return outcome
+
+    def _stop_stage(self, parent: str, wall: float) -> None:
+        """Close a stage's parent run as stopped, keeping the wall time it ran."""
+        self.client.log_metric(parent, "wall_s", wall)
+        self.client.set_terminated(parent, status="KILLED")
 
     def _stage_params(self) -> dict:
         """What a stage's parent run logs: enough for ``sweeps/status.py`` to plan the grid."""

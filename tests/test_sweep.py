@@ -378,6 +378,31 @@ def test_sigint_during_pretraining_stops_before_fine_tuning(tmp_path):
     assert 0 <= stage.data.metrics["overhead_share"] < 1
 
 
+def test_a_worker_killed_for_memory_stops_the_stage_resumably(tmp_path):
+    """Ray's memory monitor killing a trial's worker makes Tune raise out of fit(): the sweep
+    must end on one line that names the cause and the remedy, and --resume must finish it."""
+    extra = ("--backbones", "linear", "--layers", "2", "--aggr", "sum", "--corruption", "0.2",
+             "--tasks", "customer-churn", "--seeds", "1")
+    # a 2 % threshold is below what the driver and Ray's own processes already use
+    starved = run_sweep(tmp_path, "oom", *extra,
+                        env={"RAY_memory_usage_threshold": "0.02", "RAY_memory_monitor_refresh_ms": "100"})
+    last = starved.stderr.strip().splitlines()[-1]
+    assert starved.returncode == 2, starved.stderr[-3000:]
+    assert last.startswith("run_grid: error: pretrain stage interrupted (OutOfMemoryError: "), last
+    assert "--memory-per-trial" in last and last.endswith("--resume"), last
+    _, runs = runs_of(tmp_path, "oom")
+    stage = next(r for r in runs if r.data.tags.get("kind") == "stage" and r.data.tags.get("stage") == "pretrain")
+    assert stage.info.status == "KILLED" and "wall_s" in stage.data.metrics
+
+    done = run_sweep(tmp_path, "oom", *extra, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = runs_of(tmp_path, "oom")
+    for stage_name, n in {"pretrain": 1, "finetune": 3}.items():
+        finished = [r for r in trial_runs(runs, stage_name) if r.info.status == "FINISHED"]
+        assert sorted({r.data.tags["trial_key"] for r in finished}) == sorted(
+            r.data.tags["trial_key"] for r in finished) and len(finished) == n, stage_name
+
+
 def test_existing_sweep_needs_resume(quick_sweep):
     tmp, _, _ = quick_sweep
     out = run_sweep(tmp, "quick")
