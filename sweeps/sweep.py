@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
+from ray.exceptions import OutOfMemoryError
 
 from relcore.data import DatasetSpec, entity_task_names, load_dataset, load_task
 from relcore.errors import RelcoreError
@@ -48,10 +49,6 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "running low on memory" in str(exc)
-
-
 def _why_tune_failed(exc: BaseException, width: int = 200) -> str:
     """One short line for an exception out of ``tuner.fit()``.
 
@@ -60,13 +57,13 @@ def _why_tune_failed(exc: BaseException, width: int = 200) -> str:
     out-of-memory kill anywhere in the chain is named instead, with what to do about it.
     """
     chain = _causes(exc)
-    oom = next((e for e in chain if _is_out_of_memory(e)), None)
+    oom = next((e for e in chain if isinstance(e, OutOfMemoryError)), None)
     shown = oom or exc
     text = str(shown).strip().splitlines()[0] if str(shown).strip() else ""
     text = f"{type(shown).__name__}: {text.removeprefix('Caught unexpected exception: ')}"
     if len(text) > width:  # Ray's first lines go on with node IDs and sizes after the first sentence
         sentence = text.find(". ")
-        text = text[: sentence + 1] if 0 < sentence < width else text[: width - 3] + "..."
+        text = text[:sentence] if 0 < sentence < width else text[: width - 3] + "..."
     if oom is not None:
         text += ("; the node ran out of memory: give --memory-per-trial (GiB per trial) so that "
                  "Ray runs fewer trials at once")
