@@ -64,6 +64,14 @@ def _where() -> dict:
     return {"node_id": ray.get_runtime_context().get_node_id()}
 
 
+def _memory() -> dict:
+    """The worker's resident memory now, in GiB: what Ray's memory monitor weighs, and
+    what ``--memory-per-trial`` should cover (a reused worker keeps heap it grew for an
+    earlier trial, so this is the process's, not only the trial's)."""
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return {"rss_gib": int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30}
+
+
 def _maybe_fail(trial: dict) -> None:
     if os.environ.get(FAIL_ENV) and os.environ[FAIL_ENV] == trial["key"]:
         raise RuntimeError(f"injected failure in trial {trial['key']}")
@@ -131,7 +139,7 @@ def pretrain_trainable(config: dict) -> None:
         if "val/loss" not in metrics:
             return None  # Tune sees evaluations only; per-step metrics stay in history
         out = {**metrics, "monitor": metrics["val/loss"], "monitor_best": metrics["best/val/loss"],
-               "monitor_higher": 0.0, "setup_s": setup_s, **_where()}
+               "monitor_higher": 0.0, "setup_s": setup_s, **_where(), **_memory()}
         files = {"backbone.pt": best_path} if checkpoint else {}
         if checkpoint == str(state_path):
             files[STATE_FILE] = state_path
@@ -180,7 +188,7 @@ def finetune_trainable(config: dict) -> None:
             return None
         # monitor_best at every evaluation: a trial the patience stopper ends sends no summary
         out = {**metrics, "monitor": metrics[f"val/{metric}"], "monitor_best": metrics[f"best/val/{metric}"],
-               "monitor_higher": float(higher), "setup_s": setup_s, **_where()}
+               "monitor_higher": float(higher), "setup_s": setup_s, **_where(), **_memory()}
         files = {STATE_FILE: state_path} if checkpoint else {}
         report_with_files(out, workdir, files)
         _maybe_fail_once(trial, restored, files)

@@ -86,6 +86,9 @@ def test_quick_preset_end_to_end(quick_sweep):
     assert set(reasons.values()) == {"max_steps"}, reasons
     assert [a.path for a in client.list_artifacts(pre.info.run_id, "checkpoint")] == ["checkpoint/backbone.pt"]
     assert len(client.get_metric_history(pre.info.run_id, "val/loss")) >= 2  # a history, not one value
+    for run in trial_runs(runs, "pretrain") + trial_runs(runs, "finetune"):
+        if run.data.tags["trial_key"] != failing:  # the worker's memory at each evaluation
+            assert 0.1 < run.data.metrics["rss_gib"] < 8, run.data.tags["trial_key"]
 
     summary = [r for r in runs if r.data.tags.get("kind") == "summary"]
     assert len(summary) == 1
