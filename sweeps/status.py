@@ -168,6 +168,22 @@ def time_left(runs: SweepRuns, stages: pd.DataFrame, params: dict[str, str]) -> 
     return seconds, unknown
 
 
+def memory_by_depth(runs: SweepRuns) -> dict[tuple[str, int], float]:
+    """Largest worker RSS (GiB) any trial reported at its last evaluation, per (stage, layers).
+
+    Depth sets a trial's memory as it sets its time (a 3-hop rel-f1 batch is ~33x a
+    2-hop one); the largest value is what ``--memory-per-trial`` has to cover.
+    """
+    peak: dict[tuple[str, int], float] = {}
+    for r in runs.trials():
+        layers = re.search(r"-L(\d+)-", r.data.tags.get("trial_key", ""))
+        rss = r.data.metrics.get("rss_gib")
+        if layers and rss is not None:
+            group = (r.data.tags.get("stage"), int(layers.group(1)))
+            peak[group] = max(peak.get(group, 0.0), rss)
+    return peak
+
+
 def trial_slots(runs: SweepRuns, stages: pd.DataFrame) -> int:
     """Trials at once: as the sweep logged it for a finished stage, else those running now
     (a killed sweep's trials stay RUNNING in MLflow until resumed, so logged comes first)."""
@@ -193,7 +209,8 @@ def finished_finetune_trials(runs: SweepRuns, dataset: str) -> pd.DataFrame:
 
 
 def trial_list(runs: SweepRuns) -> pd.DataFrame:
-    """Every trial run: stage, key, status, last step, best validation value, busy time."""
+    """Every trial run: stage, key, status, last step, best validation value, busy time and
+    the worker's memory at its last evaluation."""
     rows = []
     for r in runs.trials():
         m = r.data.metrics
@@ -201,8 +218,9 @@ def trial_list(runs: SweepRuns) -> pd.DataFrame:
         rows.append({"stage": r.data.tags.get("stage"), "key": r.data.tags.get("trial_key"),
                      "status": r.info.status, "stop": r.data.tags.get("stop_reason", ""),
                      "step": int(m.get("step", 0)), "best_val": best,
-                     "busy_s": m.get("busy_s", m.get("time_total_s", math.nan))})
-    table = pd.DataFrame(rows, columns=["stage", "key", "status", "stop", "step", "best_val", "busy_s"])
+                     "busy_s": m.get("busy_s", m.get("time_total_s", math.nan)),
+                     "rss_gib": m.get("rss_gib", math.nan)})
+    table = pd.DataFrame(rows, columns=["stage", "key", "status", "stop", "step", "best_val", "busy_s", "rss_gib"])
     return table.sort_values(["stage", "key"], ascending=[False, True], kind="mergesort")
 
 
@@ -234,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
               f"backbone and depth: ~{left / slots / 3600:.1f} h"
               + (f", plus groups with no finished trial yet: {', '.join(unknown)}" if unknown else ""))
 
+    if memory := memory_by_depth(runs):
+        print("worker memory at the last evaluation, largest over trials: "
+              + ", ".join(f"{stage} L{layers} {gib:.1f} GiB" for (stage, layers), gib in sorted(
+                  memory.items(), key=lambda kv: (kv[0][0] != "pretrain", kv[0][1])))
+              + " (--memory-per-trial reserves it per trial)")
     if args.trials:
         print(trial_list(runs).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     results = aggregate.top_k(finished_finetune_trials(runs, dataset))

@@ -4,6 +4,7 @@ synthetic database, ``python sweeps/run_grid.py`` in a subprocess."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,6 +183,9 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     listed = [line.split() for line in lines if line.split()[:1] in (["pretrain"], ["finetune"])
               and len(line.split()) >= 6 and line.split()[2] in ("FINISHED", "FAILED", "RUNNING")]
     assert len(listed) == 14 and sum(row[2] == "FAILED" for row in listed) == 1, lines
+    memory = next(line for line in lines if line.startswith("worker memory"))
+    gib = dict(re.findall(r"(pretrain L2|finetune L2) ([\d.]+) GiB", memory))
+    assert gib.keys() == {"pretrain L2", "finetune L2"} and all(0.1 < float(v) < 8 for v in gib.values()), memory
     ours = pd.read_csv(tmp / "status" / "results.csv")
     theirs = pd.read_csv(tmp / "runs" / "quick" / "results.csv")
     key = ["task", "backbone", "regime", "split", "metric"]
