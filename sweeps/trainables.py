@@ -17,6 +17,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import psutil
 import pyarrow.fs
 import ray
 import torch
@@ -68,8 +69,7 @@ def _memory() -> dict:
     """The worker's resident memory now, in GiB: what Ray's memory monitor weighs, and
     what ``--memory-per-trial`` should cover (a reused worker keeps heap it grew for an
     earlier trial, so this is the process's, not only the trial's)."""
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        return {"rss_gib": int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30}
+    return {"rss_gib": psutil.Process().memory_info().rss / 2**30}
 
 
 def _maybe_fail(trial: dict) -> None:

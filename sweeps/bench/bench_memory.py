@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 VARIANTS = {
     "default": {},
     "mmap-4MiB": {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**20)},
@@ -36,12 +38,12 @@ VARIANTS = {
 
 
 def rss_gib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return psutil.Process().memory_info().rss / 2**30
 
 
 def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    """The process's peak RSS so far (Linux: ``ru_maxrss`` is in KiB; the variants are glibc's)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def child(args: argparse.Namespace) -> None:
