@@ -410,6 +410,30 @@ def test_a_worker_killed_for_memory_stops_the_stage_resumably(tmp_path):
             r.data.tags["trial_key"] for r in finished) and len(finished) == n, stage_name
 
 
+def test_why_tune_failed_is_one_short_line():
+    """What the stage's error line says for an exception out of Tune: its first line, cut
+    to a width, or the out-of-memory kill it came from, with the remedy."""
+    from ray.exceptions import OutOfMemoryError
+
+    from sweeps.sweep import _why_tune_failed
+
+    assert _why_tune_failed(RuntimeError("boom\nsecond line")) == "RuntimeError: boom"
+    assert len(_why_tune_failed(RuntimeError("x" * 500))) == 200
+    try:
+        try:
+            raise OutOfMemoryError(  # Ray's first line, as in the rel-f1 grid's log
+                "1 worker(s) were killed due to the node running low on memory. Memory on the node (IP: "
+                "192.0.2.2, ID: de89e9878988e9e78d3a994c0072f6e4fab758eb4cc935537de13990) was 22.36GB used / "
+                "23.54GB limit (0.950056)\nOOM kill reason: ...")
+        except OutOfMemoryError:
+            raise KeyError("trial_00001")  # what Tune raised in the end-to-end run above
+    except KeyError as exc:
+        line = _why_tune_failed(exc)
+    assert line == ("OutOfMemoryError: 1 worker(s) were killed due to the node running low on memory; "
+                    "the node ran out of memory: give --memory-per-trial (GiB per trial) so that Ray runs "
+                    "fewer trials at once"), line
+
+
 def test_existing_sweep_needs_resume(quick_sweep):
     tmp, _, _ = quick_sweep
     out = run_sweep(tmp, "quick")
