@@ -96,6 +96,18 @@ def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
     return len(tasks) * (n_b + 2 * n_pre)  # B trials + P and P&F per pretraining checkpoint
 
 
+def trial_busy_s(run, default: float = math.nan) -> float:
+    """A trial's busy seconds: its summary's ``busy_s``, else Tune's ``time_total_s`` (a trial
+    the patience stopper ended sent no summary)."""
+    return run.data.metrics.get("busy_s", run.data.metrics.get("time_total_s", default))
+
+
+def trial_layers(run) -> int | None:
+    """GNN depth from the trial key (``...-L3-...``), which sets a trial's time and memory."""
+    found = re.search(r"-L(\d+)-", run.data.tags.get("trial_key", ""))
+    return int(found.group(1)) if found else None
+
+
 def stage_table(runs: SweepRuns) -> pd.DataFrame:
     """One row per stage: planned, finished, running, failed trials and busy time."""
     rows, first_params = [], None
@@ -105,7 +117,7 @@ def stage_table(runs: SweepRuns) -> pd.DataFrame:
             first_params = parents[0].data.params  # the fine-tuning grid is the pretraining one
         trials = runs.trials(stage)
         status = pd.Series([r.info.status for r in trials], dtype=object)
-        busy = [r.data.metrics.get("busy_s", r.data.metrics.get("time_total_s", math.nan))
+        busy = [trial_busy_s(r)
                 for r in trials if r.info.status == "FINISHED"]
         finished = int((status == "FINISHED").sum())
         params = parents[0].data.params if parents else first_params
@@ -145,11 +157,11 @@ def time_left(runs: SweepRuns, stages: pd.DataFrame, params: dict[str, str]) -> 
         return 0.0, ["the grid (stage parameters unreadable)"]
     busy: dict[tuple, list[float]] = {}
     for r in runs.trials():
-        layers = re.search(r"-L(\d+)-", r.data.tags.get("trial_key", ""))
+        layers = trial_layers(r)
         if r.info.status == "FINISHED" and layers:
             backbone = r.data.tags.get("table_model") or r.data.tags.get("backbone")
-            group = (r.data.tags.get("stage"), backbone, int(layers.group(1)))
-            busy.setdefault(group, []).append(r.data.metrics.get("busy_s", r.data.metrics.get("time_total_s", 0.0)))
+            group = (r.data.tags.get("stage"), backbone, layers)
+            busy.setdefault(group, []).append(trial_busy_s(r, 0.0))
     seconds, unknown = 0.0, []
     for _, s in stages.iterrows():
         if s["planned"] is None or pd.isna(s["planned"]):
@@ -176,10 +188,10 @@ def memory_by_depth(runs: SweepRuns) -> dict[tuple[str, int], float]:
     """
     peak: dict[tuple[str, int], float] = {}
     for r in runs.trials():
-        layers = re.search(r"-L(\d+)-", r.data.tags.get("trial_key", ""))
+        layers = trial_layers(r)
         rss = r.data.metrics.get("rss_gib")
         if layers and rss is not None:
-            group = (r.data.tags.get("stage"), int(layers.group(1)))
+            group = (r.data.tags.get("stage"), layers)
             peak[group] = max(peak.get(group, 0.0), rss)
     return peak
 
@@ -218,7 +230,7 @@ def trial_list(runs: SweepRuns) -> pd.DataFrame:
         rows.append({"stage": r.data.tags.get("stage"), "key": r.data.tags.get("trial_key"),
                      "status": r.info.status, "stop": r.data.tags.get("stop_reason", ""),
                      "step": int(m.get("step", 0)), "best_val": best,
-                     "busy_s": m.get("busy_s", m.get("time_total_s", math.nan)),
+                     "busy_s": trial_busy_s(r),
                      "rss_gib": m.get("rss_gib", math.nan)})
     table = pd.DataFrame(rows, columns=["stage", "key", "status", "stop", "step", "best_val", "busy_s", "rss_gib"])
     return table.sort_values(["stage", "key"], ascending=[False, True], kind="mergesort")

@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sweeps.aggregate import overhead_share  # noqa: E402
+from sweeps.status import trial_busy_s  # noqa: E402
 
 SESSION = re.compile(r"/ray/session_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)")
 
@@ -53,9 +54,7 @@ def trial_activity(client: MlflowClient, name: str, stage: str) -> tuple[float, 
         raise SystemExit(f"stage_walls: sweep '{name}' has no {stage} trials")
     reports = sorted(m.timestamp / 1000 for r in runs
                      for m in client.get_metric_history(r.info.run_id, "training_iteration"))
-    # as sweeps/status.py counts it: a trial the patience stopper ended sent no busy_s summary
-    busy = sum(r.data.metrics.get("busy_s", r.data.metrics.get("time_total_s", 0.0))
-               for r in runs if r.info.status == "FINISHED")
+    busy = sum(trial_busy_s(r, 0.0) for r in runs if r.info.status == "FINISHED")
     return min(r.info.start_time / 1000 for r in runs), reports, busy
 
 
