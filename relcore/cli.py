@@ -20,8 +20,13 @@ from relcore.errors import RelcoreError
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+def _add_dataset_args(p: argparse.ArgumentParser, db_cut: bool = True) -> None:
     p.add_argument("dataset", help="rel-f1 | synthetic[:N] | sqlite:PATH")
+    if db_cut:
+        p.add_argument("--db-cut", default="test", choices=["test", "full"],
+                       help="database the graph is built from: test = relbench's cut at the test timestamp, "
+                       "full = the whole database (the paper's code); pretraining and fine-tuning of one "
+                       "checkpoint must use the same")
     p.add_argument("--raw-dir", help="folder of raw Ergast CSVs for rel-f1 (env RELCORE_F1_RAW_DIR)")
     p.add_argument("--time-col", action="append", default=[], metavar="TABLE.COL",
                    help="time column of a SQLite table (repeatable)")
@@ -33,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     describe = sub.add_parser("describe", help="tables, columns by stype, keys, task sizes")
-    _add_dataset_args(describe)
+    _add_dataset_args(describe, db_cut=False)
     describe.set_defaults(run=_run_describe, render=_render_describe)
 
     from relcore import pretrain_cli, finetune_cli
@@ -58,7 +63,8 @@ def _render_describe(info: dict) -> str:
 def spec_from_args(args: argparse.Namespace):
     from relcore.data import DatasetSpec
 
-    return DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=tuple(args.time_col))
+    return DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=tuple(args.time_col),
+                       db_cut=getattr(args, "db_cut", "test"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

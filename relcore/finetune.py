@@ -3,7 +3,9 @@
 - **B**: a fresh backbone, everything trains;
 - **P**: a pretrained backbone, frozen; only the head (and the temporal encoder, which
   pretraining never sees) trains;
-- **PF**: a pretrained backbone, everything trains.
+- **PF**: a pretrained backbone, everything trains;
+- **R**: a randomly initialised backbone, frozen, head trained exactly as in P: the
+  control that says what P owes to pretraining rather than to random features.
 
 Each step draws ``batch_size`` rows of the task's training table, samples their
 temporal neighbourhoods (no row dated after its seed), and fits the head's output with
@@ -40,7 +42,8 @@ from relcore.models import BackboneConfig, GraphMeta, MLPHead, RDLBackbone, load
 from relcore.resume import load_state, loop_state, resume_loop, run_identity, save_state
 from relcore.sampling.temporal import TemporalNeighborSampler
 
-MODES = ("B", "P", "PF")
+MODES = ("B", "P", "PF", "R")
+FROZEN = ("P", "R")  # regimes whose backbone does not train
 SUPPORTED = (TaskType.BINARY_CLASSIFICATION, TaskType.REGRESSION)
 
 
@@ -176,10 +179,10 @@ class TaskModel(torch.nn.Module):
 
 def make_backbone(graph: RelGraph, mode: str, backbone_config: BackboneConfig | None,
                   checkpoint: str | None) -> RDLBackbone:
-    """A fresh backbone for B; the checkpoint's for P and PF (schema checked)."""
-    if mode == "B":
+    """A fresh backbone for B and R; the checkpoint's for P and PF (schema checked)."""
+    if mode in ("B", "R"):
         if checkpoint is not None:
-            raise RelcoreError("mode B trains from scratch: drop --checkpoint or use P/PF")
+            raise RelcoreError(f"mode {mode} starts from a random backbone: drop --checkpoint or use P/PF")
         return RDLBackbone(backbone_config or BackboneConfig(), GraphMeta.from_graph(graph))
     if checkpoint is None:
         raise RelcoreError(f"mode {mode} needs a pretrained --checkpoint")
@@ -190,7 +193,7 @@ def freeze_for_mode(model: TaskModel, mode: str) -> list[torch.nn.Parameter]:
     """Set requires_grad per regime; return the parameters the optimiser updates."""
     for p in model.parameters():
         p.requires_grad_(True)
-    if mode == "P":
+    if mode in FROZEN:
         for name, p in model.backbone.named_parameters():
             p.requires_grad_(name.startswith("temporal."))
     return [p for p in model.parameters() if p.requires_grad]
@@ -198,7 +201,7 @@ def freeze_for_mode(model: TaskModel, mode: str) -> list[torch.nn.Parameter]:
 
 def _train_mode(model: TaskModel, mode: str) -> None:
     model.train()
-    if mode == "P":  # frozen backbone: no dropout noise, no statistics updates
+    if mode in FROZEN:  # frozen backbone: no dropout noise, no statistics updates
         model.backbone.eval()
         if model.backbone.temporal is not None:
             model.backbone.temporal.train()
@@ -234,7 +237,7 @@ def finetune(
     optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)  # one kernel for all tensors
     # A frozen backbone encodes every row identically in every batch: do it once.
     row_cache = None
-    if config.mode == "P":
+    if config.mode in FROZEN:
         model.backbone.eval()
         row_cache = model.backbone.encode_tables(graph.data)
     num_layers = model.backbone.config.layers

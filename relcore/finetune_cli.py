@@ -21,11 +21,12 @@ def add_parser(sub, add_dataset_args) -> None:
     p = sub.add_parser("finetune", help="train a task model in regime B, P or PF")
     add_dataset_args(p)
     p.add_argument("--task", required=True)
-    p.add_argument("--mode", required=True, choices=["B", "P", "PF"])
+    p.add_argument("--mode", required=True, choices=["B", "P", "PF", "R"],
+                   help="B scratch, P pretrained frozen, PF pretrained fine-tuned, R random frozen (control)")
     p.add_argument("--checkpoint", help="pretrained backbone.pt (P and PF)")
-    p.add_argument("--backbone", default="resnet", choices=["linear", "resnet"], help="for mode B")
-    p.add_argument("--layers", type=int, default=2, help="for mode B")
-    p.add_argument("--aggr", default="sum", choices=["sum", "mean"], help="for mode B")
+    p.add_argument("--backbone", default="resnet", choices=["linear", "resnet"], help="for modes B and R")
+    p.add_argument("--layers", type=int, default=2, help="for modes B and R")
+    p.add_argument("--aggr", default="sum", choices=["sum", "mean"], help="for modes B and R")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--max-steps", type=int, default=2000)
@@ -48,7 +49,7 @@ def add_parser(sub, add_dataset_args) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from relcore.cli import spec_from_args
-    from relcore.data import load_dataset, load_task
+    from relcore.data import get_db, load_dataset, load_task
     from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol, train_rows
     from relcore.graph import build_graph
     from relcore.models import BackboneConfig, read_checkpoint
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
     spec = spec_from_args(args)
     dataset = load_dataset(spec)
     task = load_task(spec, dataset, args.task)  # before get_db: some tasks alter the database
-    graph = build_graph(dataset.get_db())
+    graph = build_graph(get_db(dataset, spec.db_cut))
     config = FinetuneConfig(mode=args.mode, lr=args.lr, batch_size=args.batch_size,
                             max_steps=args.max_steps, eval_every=args.eval_every,
                             fanouts=args.fanouts, regression_loss=args.loss,

@@ -30,7 +30,7 @@ def add_parser(sub, add_dataset_args) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from relcore.cli import spec_from_args
-    from relcore.data import load_dataset
+    from relcore.data import get_db, load_dataset
     from relcore.graph import build_graph
     from relcore.models import BackboneConfig
     from relcore.pretrain import PretrainConfig, pretrain
@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> dict:
     config = PretrainConfig(corruption=args.corruption, corruption_mode=args.corruption_mode,
                             max_steps=args.max_steps, eval_every=args.eval_every,
                             time_limit_s=args.time_limit, seed=args.seed)
-    dataset = load_dataset(spec_from_args(args))
-    graph = build_graph(dataset.get_db())
+    spec = spec_from_args(args)
+    dataset = load_dataset(spec)
+    graph = build_graph(get_db(dataset, spec.db_cut))
     cutoff = getattr(dataset, "val_timestamp", None)
     max_time = int(cutoff.timestamp()) if cutoff is not None else None
     return pretrain(graph, backbone, config, max_time=max_time, out_dir=args.out, state_path=args.state).summary()

@@ -12,34 +12,62 @@ import math
 
 import pandas as pd
 
-GROUP = ["dataset", "task", "backbone", "regime"]
-COLUMNS = ["dataset", "task", "backbone", "regime", "split", "metric", "mean", "std", "n"]
+from sweeps.trials import CELL, check_cells, higher_is_better
+
+GROUP = CELL
+COLUMNS = [*GROUP, "protocol", "db_cut", "split", "metric", "mean", "std", "n"]
+CONTRASTS = (("PF", "B"), ("P", "B"), ("P", "R"))  # what pretraining adds: over scratch, over random features
+CONTRAST_COLUMNS = ["task", "backbone", "contrast", "split", "metric", "diff", "half", "n_a", "n_b"]
 
 
 def top_k(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
-    """Aggregate fine-tuning trials into ``results.csv`` rows.
+    """Aggregate fine-tuning trials (``trials.csv``, :mod:`sweeps.trials`) into ``results.csv`` rows.
 
-    ``trials`` has one row per finished trial with the columns in :data:`GROUP`,
-    ``key``, ``metric`` (the selection metric's name), ``higher`` (bool) and
-    ``val/<m>`` / ``test/<m>`` for every metric relbench reported.
+    Per cell the ``k`` trials with the best ``val`` (the task's selection metric) are kept,
+    ties broken by key; every ``val/<m>`` and ``test/<m>`` column is averaged over them.
+    A cell never mixes protocols or database cuts (:func:`sweeps.trials.check_cells`).
     """
     rows = []
     if trials.empty:
         return pd.DataFrame(columns=COLUMNS)
+    check_cells(trials)
     for group, g in trials.groupby(GROUP, sort=True):
-        metric, higher = g["metric"].iloc[0], bool(g["higher"].iloc[0])
-        g = g.dropna(subset=[f"val/{metric}"])
-        g = g.sort_values([f"val/{metric}", "key"], ascending=[not higher, True], kind="mergesort")
+        metric = g["metric"].iloc[0]
+        g = g.dropna(subset=["val"])
+        g = g.sort_values(["val", "key"], ascending=[not higher_is_better(metric), True], kind="mergesort")
         chosen = g.head(k)
+        how = {"protocol": g["protocol"].iloc[0] if len(g) else "", "db_cut": g["db_cut"].iloc[0] if len(g) else ""}
         for split in ("val", "test"):
             names = sorted(c.split("/", 1)[1] for c in chosen.columns if c.startswith(f"{split}/"))
             for name in names:
                 values = chosen[f"{split}/{name}"].dropna().astype(float)
                 if values.empty:
                     continue
-                rows.append(dict(zip(GROUP, group), split=split, metric=name, mean=values.mean(),
+                rows.append(dict(zip(GROUP, group), **how, split=split, metric=name, mean=values.mean(),
                                  std=values.std(ddof=0), n=len(values)))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def contrasts(trials: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """P&F − B, P − B and P − R per (task, backbone) and split, over **all** trials of the
+    two cells (not only the top k), signed so that positive is better, with the half-width
+    of a Welch t interval (NaN under 2 trials a cell)."""
+    rows = []
+    for (task, backbone), g in trials.groupby(["task", "backbone"], sort=True):
+        metric = g["metric"].iloc[0]
+        sign = 1.0 if higher_is_better(metric) else -1.0
+        for a, b in CONTRASTS:
+            for split in ("val", "test"):
+                xa, xb = (g.loc[g.regime == r, split].dropna().astype(float) for r in (a, b))
+                if xa.empty or xb.empty:
+                    continue
+                interval = welch_interval((xa.mean(), xa.std(ddof=0), len(xa)),
+                                          (xb.mean(), xb.std(ddof=0), len(xb)), level)
+                rows.append({"task": task, "backbone": backbone, "contrast": f"{a}-{b}", "split": split,
+                             "metric": metric, "diff": sign * (xa.mean() - xb.mean()),
+                             "half": math.nan if interval is None else interval[1],
+                             "n_a": len(xa), "n_b": len(xb)})
+    return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
 
 
 def summary_metrics(results: pd.DataFrame) -> dict[str, float]:

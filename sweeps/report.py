@@ -12,8 +12,8 @@ import pandas as pd  # noqa: E402
 
 from sweeps import aggregate  # noqa: E402
 
-REGIME_ORDER = ["B", "P", "PF"]
-REGIME_LABEL = {"B": "B", "P": "P", "PF": "P&F"}
+REGIME_ORDER = ["B", "P", "PF", "R"]
+REGIME_LABEL = {"B": "B", "P": "P", "PF": "P&F", "R": "R"}  # R: random backbone, frozen
 BACKBONE_LABEL = {"linear": "Linear-SAGE", "resnet": "ResNet-SAGE"}
 
 
@@ -27,10 +27,12 @@ def metric_units(metric: str) -> tuple[str, float, int]:
     return ("AUROC", 100.0, 2) if metric == "roc_auc" else ("MAE", 1.0, 3)
 
 
-def results_markdown(results: pd.DataFrame) -> str:
-    """One row per (task, backbone), one column per regime, cells "val / test" (mean ± std)."""
-    lines = ["| task | metric | backbone | " + " | ".join(REGIME_LABEL[r] for r in REGIME_ORDER) + " |",
-             "|---|---|---|" + "---|" * len(REGIME_ORDER)]
+def results_markdown(results: pd.DataFrame, trials: pd.DataFrame | None = None) -> str:
+    """One row per (task, backbone), one column per regime, cells "val / test" (mean ± std);
+    then, given the trials behind it, :func:`contrasts_markdown`."""
+    regimes = [r for r in REGIME_ORDER if r in set(results.regime)] or REGIME_ORDER[:3]
+    lines = ["| task | metric | backbone | " + " | ".join(REGIME_LABEL[r] for r in regimes) + " |",
+             "|---|---|---|" + "---|" * len(regimes)]
     for task in sorted(results.task.unique()):
         metric = selection_metric(results, task)
         label, scale, digits = metric_units(metric)
@@ -38,7 +40,7 @@ def results_markdown(results: pd.DataFrame) -> str:
         sub = results[(results.task == task) & (results.metric == metric)]
         for backbone in sorted(sub.backbone.unique()):
             cells = []
-            for regime in REGIME_ORDER:
+            for regime in regimes:
                 parts = []
                 for split in ("val", "test"):
                     r = sub[(sub.backbone == backbone) & (sub.regime == regime) & (sub.split == split)]
@@ -49,34 +51,46 @@ def results_markdown(results: pd.DataFrame) -> str:
             lines.append(f"| {task} | {label} | {BACKBONE_LABEL.get(backbone, backbone)} | "
                          + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Top-5 trials by validation metric; cells are val / test, mean ± std (ddof=0).")
-    return "\n".join(lines) + "\n\n" + gains_markdown(results)
+    lines.append("Top-5 trials by validation metric; cells are val / test, mean ± std (ddof=0)"
+                 + _how(results) + ".")
+    text = "\n".join(lines) + "\n"
+    if trials is not None and not trials.empty:
+        text += "\n" + contrasts_markdown(aggregate.contrasts(trials))
+    return text
 
 
-def gains_markdown(results: pd.DataFrame) -> str:
-    """Per (task, backbone): P − B and P&F − B on val and test, positive = better than B,
-    with the 95 % Welch half-width where both cells hold 2 or more trials."""
-    lines = ["| task | metric | backbone | P − B val | P − B test | P&F − B val | P&F − B test |",
-             "|---|---|---|---|---|---|---|"]
-    for task in sorted(results.task.unique()):
-        metric = selection_metric(results, task)
-        label, scale, digits = metric_units(metric)
-        for backbone in sorted(results.loc[results.task == task, "backbone"].unique()):
-            cells = []
-            for regime in ("P", "PF"):
-                for split in ("val", "test"):
-                    gain = aggregate.gain_over_b(results, task, backbone, regime, split, metric,
-                                                 higher=metric == "roc_auc")
-                    if gain is None:
-                        cells.append("–")
-                        continue
-                    half = "" if gain[1] is None else f" ± {gain[1] * scale:.{digits}f}"
-                    cells.append(f"{gain[0] * scale:+.{digits}f}{half}")
-            lines.append(f"| {task} | {label} | {BACKBONE_LABEL.get(backbone, backbone)} | " + " | ".join(cells) + " |")
+def _how(results: pd.DataFrame) -> str:
+    """Protocol and database cut the table was measured with, when its rows say."""
+    parts = []
+    for col, name in (("protocol", "protocol"), ("db_cut", "database cut")):
+        if col in results and results[col].notna().any():
+            parts.append(f"{name} {', '.join(sorted(set(results[col].dropna().astype(str))))}")
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def contrasts_markdown(contrasts: pd.DataFrame) -> str:
+    """Per (task, backbone): P&F − B, P − B and P − R on val and test, positive = better,
+    ± the 95 % Welch half-width over all trials of the two cells."""
+    names = [f"{a}-{b}" for a, b in aggregate.CONTRASTS]
+    label_of = {f"{a}-{b}": f"{REGIME_LABEL[a]} − {REGIME_LABEL[b]}" for a, b in aggregate.CONTRASTS}
+    lines = ["| task | metric | backbone | " + " | ".join(f"{label_of[c]} {s}" for c in names for s in ("val", "test"))
+             + " |", "|---|---|---|" + "---|" * (2 * len(names))]
+    for (task, backbone), g in contrasts.groupby(["task", "backbone"], sort=True):
+        label, scale, digits = metric_units(g["metric"].iloc[0])
+        cells = []
+        for c in names:
+            for split in ("val", "test"):
+                r = g[(g.contrast == c) & (g.split == split)]
+                if r.empty:
+                    cells.append("–")
+                    continue
+                r = r.iloc[0]
+                half = "" if pd.isna(r["half"]) else f" ± {r['half'] * scale:.{digits}f}"
+                cells.append(f"{r['diff'] * scale:+.{digits}f}{half}")
+        lines.append(f"| {task} | {label} | {BACKBONE_LABEL.get(backbone, backbone)} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Gain over B, positive = better (AUROC in points, MAE in its units); ± is the half-width of "
-                 "a 95 % Welch t interval over the two cells' trials (on val optimistic: the top 5 were "
-                 "chosen there).")
+    lines.append("Differences of means, positive = better (AUROC in points, MAE in its units), over all "
+                 "trials of each cell; ± is the half-width of a 95 % Welch t interval.")
     return "\n".join(lines) + "\n"
 
 
@@ -146,15 +160,18 @@ def plot_cumulative_time(times: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(results: pd.DataFrame, curves: dict[str, pd.DataFrame], times: pd.DataFrame,
+def write_reports(trials: pd.DataFrame, curves: dict[str, pd.DataFrame], times: pd.DataFrame,
                   out_dir: Path) -> list[Path]:
-    """Write every report file into ``out_dir``; return their paths."""
+    """Write every report file into ``out_dir``; return their paths. ``results.csv`` is
+    :func:`sweeps.aggregate.top_k` of ``trials.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "results.csv", out_dir / "results.md", out_dir / "regimes.png",
+    paths = [out_dir / "trials.csv", out_dir / "results.csv", out_dir / "results.md", out_dir / "regimes.png",
              out_dir / "pretrain_loss.png", out_dir / "training_time.png"]
-    results.to_csv(paths[0], index=False)
-    paths[1].write_text(results_markdown(results))
-    plot_regimes(results, paths[2])
-    plot_pretrain_curves(curves, paths[3])
-    plot_cumulative_time(times, paths[4])
+    results = aggregate.top_k(trials)
+    trials.to_csv(paths[0], index=False)
+    results.to_csv(paths[1], index=False)
+    paths[2].write_text(results_markdown(results, trials))
+    plot_regimes(results, paths[3])
+    plot_pretrain_curves(curves, paths[4])
+    plot_cumulative_time(times, paths[5])
     return paths

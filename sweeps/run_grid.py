@@ -3,8 +3,8 @@
     python sweeps/run_grid.py --cluster auto --dataset rel-f1 --raw-dir ../shared/data/ergast-f1 --preset paper
 
 1. pretraining: a grid per backbone (layers x aggregation x corruption);
-2. fine-tuning: per task and backbone, B for every (layers, aggr, seed) and P / PF for
-   every pretrained checkpoint;
+2. fine-tuning: per task and backbone, B and R for every (layers, aggr, seed) and P / PF
+   for every pretrained checkpoint and fine-tuning seed;
 3. top-5 aggregation by validation metric, reports, and an MLflow ``summary`` run.
 
 Bad input is refused before any trial starts; ``--resume`` continues an interrupted
@@ -49,7 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
     p.add_argument("--memory-per-trial", type=float, default=0.0, help="GiB reserved per trial (0 = none)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial")
-    p.add_argument("--seeds", type=int, help="B seeds per (layers, aggr) (paper preset: 3)")
+    p.add_argument("--seeds", type=int, help="B and R seeds per (layers, aggr) (paper preset: 3)")
+    p.add_argument("--finetune-seeds", type=int, help="P and PF seeds per checkpoint (default 1, as the paper)")
+    p.add_argument("--db-cut", choices=["test", "full"], help="database the graph is built from: test = "
+                   "relbench's cut at the test timestamp (paper/quick presets), full = the whole database "
+                   "(reference preset, as the paper's code); pretraining samples rows up to the validation "
+                   "timestamp either way")
     p.add_argument("--pretrain-time-limit", type=float, default=4 * 3600.0, help="seconds per trial")
     p.add_argument("--finetune-time-limit", type=float, default=2 * 3600.0, help="seconds per trial")
     p.add_argument("--pretrain-steps", type=int, help="override the preset's max pretraining steps")

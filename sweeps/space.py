@@ -15,7 +15,7 @@ from relcore.finetune import FinetuneConfig, reference_code_protocol
 from relcore.models.config import AGGRS, LAYERS, TABLE_MODELS, BackboneConfig
 from relcore.pretrain import PretrainConfig
 
-REGIMES = ("B", "P", "PF")
+REGIMES = ("B", "P", "PF", "R")
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Grid:
     aggr: tuple[str, ...] = ("sum", "mean")
     corruption: tuple[float, ...] = (0.2, 0.4, 0.6)
     pretrain_seeds: int = 1
-    baseline_seeds: int = 3  # B trials per (layers, aggr): top-5 needs >= 5 members
+    baseline_seeds: int = 3  # B and R trials per (layers, aggr): top-5 needs >= 5 members
+    finetune_seeds: int = 1  # P and PF trials per checkpoint (the paper: 1)
 
     def validate(self) -> "Grid":
         axes = {"backbones": self.backbones, "layers": self.layers, "aggr": self.aggr,
@@ -41,9 +42,17 @@ class Grid:
         for p in self.corruption:
             if not 0.0 < float(p) < 1.0:
                 raise RelcoreError(f"corruption must lie in (0, 1), got {p}")
-        if self.pretrain_seeds < 1 or self.baseline_seeds < 1:
-            raise RelcoreError("--seeds must be >= 1")
+        if self.pretrain_seeds < 1 or self.baseline_seeds < 1 or self.finetune_seeds < 1:
+            raise RelcoreError("--seeds and --finetune-seeds must be >= 1")
         return self
+
+    def pretrain_trials(self) -> int:
+        return len(self.backbones) * len(self.layers) * len(self.aggr) * len(self.corruption) * self.pretrain_seeds
+
+    def finetune_trials_per_task(self) -> int:
+        """B and R per (backbone, layers, aggr, seed); P and PF per checkpoint and fine-tuning seed."""
+        configs = len(self.backbones) * len(self.layers) * len(self.aggr)
+        return 2 * configs * self.baseline_seeds + 2 * self.pretrain_trials() * self.finetune_seeds
 
 
 def _check_subset(name: str, values, allowed) -> None:
@@ -56,6 +65,7 @@ def _check_subset(name: str, values, allowed) -> None:
 class Preset:
     """A named protocol: the grid plus the loops' settings."""
 
+    name: str
     grid: Grid
     pretrain: PretrainConfig
     finetune: FinetuneConfig
@@ -64,11 +74,13 @@ class Preset:
     # per-trial fine-tuning settings that depend on the task's training rows and the depth:
     # (config, train_rows, layers) -> config; None = ``finetune`` as it is
     finetune_protocol: Callable[[FinetuneConfig, int, int], FinetuneConfig] | None = None
+    db_cut: str = "test"  # relcore.data.get_db: the database both stages' graph is built from
 
 
 def paper_preset() -> Preset:
     """The paper's full protocol (Section 4): every default as published."""
     return Preset(
+        name="paper",
         grid=Grid(),
         pretrain=PretrainConfig(),
         finetune=FinetuneConfig(),
@@ -79,6 +91,7 @@ def paper_preset() -> Preset:
 def quick_preset() -> Preset:
     """A tiny grid with few steps: the whole pipeline in minutes on 2 cores."""
     return Preset(
+        name="quick",
         grid=Grid(backbones=("linear",), layers=(2,), aggr=("sum", "mean"), corruption=(0.2,),
                   baseline_seeds=1),
         pretrain=PretrainConfig(batch_size=32, num_samples=32, iterations=2, max_steps=20,
@@ -93,10 +106,13 @@ def quick_preset() -> Preset:
 def reference_preset() -> Preset:
     """The paper's grid, fine-tuned as the paper's reference code does (lr 5e-3, fan-outs
     halving per hop, L1 for regression, 20 epochs, patience 10; see
-    :func:`relcore.finetune.reference_code_protocol`): the protocol behind its numbers."""
+    :func:`relcore.finetune.reference_code_protocol`) on the full database, as that code
+    builds its graph: the protocol behind its numbers."""
     preset = paper_preset()
+    preset.name = "reference"
     preset.finetune = FinetuneConfig(patience=10)  # the sweep's patience stopper reads it
     preset.finetune_protocol = reference_code_protocol
+    preset.db_cut = "full"
     return preset
 
 
@@ -143,10 +159,14 @@ def pretrain_trials(dataset: dict, preset: Preset, limits: dict) -> list[dict]:
 
 def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dict,
                     checkpoints: dict[str, dict], train_rows: dict[str, int] | None = None) -> list[dict]:
-    """B for every (layers, aggr, seed); P and PF for every pretraining checkpoint.
+    """B and R for every (layers, aggr, seed); P and PF for every pretraining checkpoint
+    and fine-tuning seed.
 
-    ``checkpoints`` maps a pretraining trial key to ``{"path": ..., "backbone": {...}}``.
-    Each checkpoint is pretrained once and reused by every task and both regimes.
+    R (a random backbone, frozen) mirrors B's configurations, as the paper's code grids
+    its no-pretraining runs over a trained and a frozen backbone.
+    ``checkpoints`` maps a pretraining trial key to ``{"path": ..., "backbone": {...},
+    "corruption": p}``. Each checkpoint is pretrained once and reused by every task and
+    both regimes.
     ``train_rows`` (rows of each task's training table) is needed by a preset with a
     ``finetune_protocol``. Trials come in :func:`round_robin` order over the result cells.
     """
@@ -164,14 +184,20 @@ def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dic
             for layers in g.layers:
                 for aggr in g.aggr:
                     for seed in range(g.baseline_seeds):
-                        trials.append(_ft_trial(dataset, task, "B", bb, backbone_config(bb, layers, aggr)
-                                                .to_dict(), None, f"{bb}-L{layers}-{aggr}-s{seed}",
-                                                cfg(task, layers, mode="B", seed=seed), limits))
+                        for regime in ("B", "R"):
+                            trials.append(_ft_trial(
+                                dataset, task, regime, backbone_config(bb, layers, aggr).to_dict(), None,
+                                f"{bb}-L{layers}-{aggr}-s{seed}", None, preset.name,
+                                cfg(task, layers, mode=regime, seed=seed), limits))
         for key, ckpt in checkpoints.items():
-            for regime in ("P", "PF"):
-                trials.append(_ft_trial(dataset, task, regime, ckpt["backbone"]["table_model"],
-                                        ckpt["backbone"], ckpt["path"], key,
-                                        cfg(task, ckpt["backbone"]["layers"], mode=regime), limits))
+            for seed in range(g.finetune_seeds):
+                # seed 0 keeps the key a single-seed sweep has always had
+                suffix = f"-f{seed}" if seed else ""
+                for regime in ("P", "PF"):
+                    trials.append(_ft_trial(dataset, task, regime, ckpt["backbone"], ckpt["path"],
+                                            key + suffix, ckpt.get("corruption"), preset.name,
+                                            cfg(task, ckpt["backbone"]["layers"], mode=regime, seed=seed),
+                                            limits, pretrain_key=key))
     return round_robin(trials)
 
 
@@ -193,17 +219,20 @@ def round_robin(trials: list[dict]) -> list[dict]:
     return out
 
 
-def _ft_trial(dataset, task, regime, table_model, backbone, checkpoint, key, cfg, limits) -> dict:
+def _ft_trial(dataset, task, regime, backbone, checkpoint, key, corruption, protocol, cfg, limits,
+              pretrain_key=None) -> dict:
     return {
         "stage": "finetune",
         "key": f"{task}-{regime}-{key}",
         "dataset": dataset,
         "task": task,
         "regime": regime,
-        "table_model": table_model,
+        "table_model": backbone["table_model"],
         "backbone": backbone,
         "checkpoint": checkpoint,
-        "pretrain_key": key if regime != "B" else None,
+        "pretrain_key": pretrain_key,
+        "corruption": corruption,
+        "protocol": protocol,
         "finetune": cfg.to_dict(),
         "limits": limits,
     }

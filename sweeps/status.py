@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `sweeps` importable
 from relcore.errors import RelcoreError  # noqa: E402
 from sweeps import aggregate, report, store  # noqa: E402
 from sweeps.space import Grid  # noqa: E402
+from sweeps.trials import TrialRow, frame  # noqa: E402
 
 
 class SweepNotFound(RelcoreError):
@@ -87,13 +88,10 @@ def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
     grid = _grid(stage_params)
     if grid is None:
         return None
-    n_pre = (len(grid.backbones) * len(grid.layers) * len(grid.aggr) * len(grid.corruption)
-             * grid.pretrain_seeds)
     if stage == "pretrain":
-        return 0 if "pretrained_from" in stage_params else n_pre
+        return 0 if "pretrained_from" in stage_params else grid.pretrain_trials()
     tasks = [t for t in stage_params.get("tasks", "").split(",") if t]
-    n_b = len(grid.backbones) * len(grid.layers) * len(grid.aggr) * grid.baseline_seeds
-    return len(tasks) * (n_b + 2 * n_pre)  # B trials + P and P&F per pretraining checkpoint
+    return len(tasks) * grid.finetune_trials_per_task()
 
 
 def trial_busy_s(run, default: float = math.nan) -> float:
@@ -205,19 +203,23 @@ def trial_slots(runs: SweepRuns, stages: pd.DataFrame) -> int:
 
 
 def finished_finetune_trials(runs: SweepRuns, dataset: str) -> pd.DataFrame:
-    """Finished fine-tuning trials in :func:`sweeps.aggregate.top_k`'s input format."""
+    """Finished fine-tuning trials as ``trials.csv`` rows (:mod:`sweeps.trials`), rebuilt
+    from each trial run's params (the trial config, flattened) and its last metrics."""
     rows = []
     for r in runs.trials("finetune"):
         if r.info.status != "FINISHED":
             continue
-        m, tags = r.data.metrics, r.data.tags
+        m, p = r.data.metrics, r.data.params
         metric = "roc_auc" if "best/val/roc_auc" in m else "mae"
-        row = {"dataset": dataset, "task": tags.get("task"), "backbone": tags.get("table_model"),
-               "regime": tags.get("regime"), "key": tags.get("trial_key"), "metric": metric,
-               "higher": metric == "roc_auc"}
-        row.update({k[len("best/"):]: v for k, v in m.items() if k.startswith(("best/val/", "best/test/"))})
-        rows.append(row)
-    return pd.DataFrame(rows)
+        trial = {"dataset": {"name": dataset, "db_cut": p.get("dataset.db_cut", "test")},
+                 "task": r.data.tags.get("task"), "regime": r.data.tags.get("regime"),
+                 "key": r.data.tags.get("trial_key"), "protocol": p.get("protocol", ""),
+                 "corruption": None if p.get("corruption") in (None, "None") else float(p["corruption"]),
+                 "backbone": {"table_model": r.data.tags.get("table_model"),
+                              "layers": p.get("backbone.layers", 0), "aggr": p.get("backbone.aggr", "")},
+                 "finetune": {"seed": p.get("finetune.seed", 0)}}
+        rows.append(TrialRow.from_result(trial, {**m, "metric": metric, "done_reason": r.data.tags.get("stop_reason")}))
+    return frame(rows)
 
 
 def trial_list(runs: SweepRuns) -> pd.DataFrame:
@@ -271,21 +273,23 @@ def main(argv: list[str] | None = None) -> int:
               + " (--memory-per-trial reserves it per trial)")
     if args.trials:
         print(trial_list(runs).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    results = aggregate.top_k(finished_finetune_trials(runs, dataset))
+    table = finished_finetune_trials(runs, dataset)
+    results = aggregate.top_k(table)
     if results.empty:
         print("no fine-tuning trial has finished yet")
         return 0
-    print(report.results_markdown(results))
+    print(report.results_markdown(results, table))
     if args.out:
         out = Path(args.out)
         try:
             out.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out / "trials.csv", index=False)
             results.to_csv(out / "results.csv", index=False)
-            (out / "results.md").write_text(report.results_markdown(results) + "\n")
+            (out / "results.md").write_text(report.results_markdown(results, table) + "\n")
         except OSError as e:
             print(f"status: cannot write to --out {out}: {e.strerror or e}", file=sys.stderr)
             return 2
-        print(f"status: wrote {out / 'results.csv'} and {out / 'results.md'}")
+        print(f"status: wrote {out / 'trials.csv'}, {out / 'results.csv'} and {out / 'results.md'}")
     return 0
 
 

@@ -19,11 +19,11 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.exceptions import OutOfMemoryError
 
-from relcore.data import DatasetSpec, entity_task_names, load_dataset, load_task
+from relcore.data import DatasetSpec, entity_task_names, get_db, load_dataset, load_task
 from relcore.errors import RelcoreError
 from relcore.finetune import train_rows
 from relcore.graph import build_graph
-from sweeps import aggregate, report, space, store, tracking
+from sweeps import aggregate, report, space, store, tracking, trials
 from sweeps.aggregate import overhead_share
 from sweeps.cluster import check_trial_fits, connect
 from sweeps.progress import ProgressLine
@@ -128,7 +128,7 @@ class Sweep:
         preset = space.with_overrides(
             preset, backbones=_split(args.backbones), layers=_split(args.layers, int),
             aggr=_split(args.aggr), corruption=_split(args.corruption, float),
-            baseline_seeds=args.seeds)
+            baseline_seeds=args.seeds, finetune_seeds=args.finetune_seeds)
         if args.pretrain_steps is not None:
             preset.pretrain = replace(preset.pretrain, max_steps=args.pretrain_steps)
         if args.finetune_steps is not None:
@@ -138,13 +138,15 @@ class Sweep:
             raise RelcoreError("--max-failures must be >= 0, --cpus-per-trial > 0, --num-samples >= 1")
         if args.gpus_per_trial < 0 or args.memory_per_trial < 0 or (args.num_cpus is not None and args.num_cpus < 1):
             raise RelcoreError("--gpus-per-trial and --memory-per-trial must be >= 0, --num-cpus >= 1")
-        spec = DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=tuple(args.time_col))
+        spec = DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=tuple(args.time_col),
+                           db_cut=args.db_cut or preset.db_cut)
         dataset = load_dataset(spec)  # unknown dataset / missing or corrupt data fail here
         tasks = cls._resolve_tasks(args.tasks, spec, preset)
         storage = check_storage(args.storage)
         store.check_store(args.mlflow_uri)
         sweep = cls(args, preset, spec, {"name": spec.name, "raw_dir": spec.raw_dir and str(
-            Path(spec.raw_dir).resolve()), "time_cols": list(spec.time_cols)}, tasks, storage)
+            Path(spec.raw_dir).resolve()), "time_cols": list(spec.time_cols), "db_cut": spec.db_cut},
+            tasks, storage)
         sweep._check_not_existing()
         if args.pretrained_from:
             if args.search != "grid":
@@ -225,7 +227,7 @@ class Sweep:
         check_trial_fits(self.args.cpus_per_trial, self.args.gpus_per_trial, self.args.memory_per_trial * 2**30)
         # Build (or load) the graph once here, so every worker only reads the disk cache.
         dataset = load_dataset(self.spec)
-        graph = build_graph(dataset.get_db())
+        graph = build_graph(get_db(dataset, self.spec.db_cut))
         train_rows = self._train_rows(dataset)
         del dataset
         print(f"run_grid: dataset {self.spec.name} ({graph.key}), tasks {', '.join(self.tasks) or 'none'}",
@@ -245,10 +247,10 @@ class Sweep:
                                           train_rows)
         ft = self._run_stage("finetune", finetune_trainable, {"trial": tune.grid_search(ft_trials)},
                              self.args.finetune_time_limit, self.preset.finetune.patience, len(ft_trials))
-        results = aggregate.top_k(self._trial_table(ft.results))
+        table = self._trial_table(ft.results)
         # resumed: the stages' accumulated wall time, not only this run's
-        self._summary(results, pre, ft, max(time.time() - start, pre.wall_s + ft.wall_s), info.cpus)
-        return results
+        self._summary(table, pre, ft, max(time.time() - start, pre.wall_s + ft.wall_s), info.cpus)
+        return aggregate.top_k(table)
 
     def _train_rows(self, dataset) -> dict[str, int] | None:
         """Rows of each task's training table, for a preset whose fine-tuning settings
@@ -395,26 +397,19 @@ class Sweep:
             if _is_uri(self.storage):
                 path = f"{self.storage.split('://', 1)[0]}://{path}"
             if trial["key"] not in best or loss < best[trial["key"]][0]:
-                best[trial["key"]] = (loss, {"path": path, "backbone": trial["backbone"]})
+                best[trial["key"]] = (loss, {"path": path, "backbone": trial["backbone"],
+                                             "corruption": trial["pretrain"]["corruption"]})
         return {k: v for k, (_, v) in sorted(best.items())}
 
-    def _trial_table(self, results: list) -> pd.DataFrame:
-        rows = []
-        for r in results:
-            if r.error is not None or not r.metrics:
-                continue
-            t = r.config["trial"]
-            metric = r.metrics.get("metric") or ("roc_auc" if "best/val/roc_auc" in r.metrics else "mae")
-            row = {"dataset": self.spec.name, "task": t["task"], "backbone": t["table_model"],
-                   "regime": t["regime"], "key": t["key"], "metric": metric, "higher": metric == "roc_auc"}
-            for k, v in r.metrics.items():
-                if k.startswith("best/val/") or k.startswith("best/test/"):
-                    row[k[len("best/"):]] = v
-            rows.append(row)
-        return pd.DataFrame(rows)
+    @staticmethod
+    def _trial_table(results: list) -> pd.DataFrame:
+        """``trials.csv`` of the fine-tuning stage's finished trials."""
+        return trials.frame([trials.TrialRow.from_result(r.config["trial"], r.metrics)
+                             for r in results if r.error is None and r.metrics])
 
-    def _summary(self, results: pd.DataFrame, pre: StageOutcome, ft: StageOutcome, wall: float,
+    def _summary(self, table: pd.DataFrame, pre: StageOutcome, ft: StageOutcome, wall: float,
                  cpus: float) -> None:
+        results = aggregate.top_k(table)
         busy = pre.busy_s + ft.busy_s
         overhead = overhead_share(busy, wall, max(cpus / max(self.args.cpus_per_trial, 1e-9), 1.0))
         metrics = aggregate.summary_metrics(results)
@@ -422,7 +417,7 @@ class Sweep:
                         "sweep.overhead_share": overhead})
         out = Path(tempfile.mkdtemp(prefix="relcore-report-"))
         try:
-            report.write_reports(results, self._curves(pre.results), self._times(pre, ft), out)
+            report.write_reports(table, self._curves(pre.results), self._times(pre, ft), out)
             run = tracking.find_run(self.client, self.experiment_id, kind="summary")
             run_id = run.info.run_id if run else self.client.create_run(
                 self.experiment_id, run_name="summary", tags={"kind": "summary"}).info.run_id
@@ -438,7 +433,7 @@ class Sweep:
                 shutil.copy(f, local / f.name)
         finally:
             shutil.rmtree(out, ignore_errors=True)
-        print(report.results_markdown(results))
+        print(report.results_markdown(results, table))
         reused = f" (reused from sweep '{pre.reused_from}')" if pre.reused_from else ""
         print(f"run_grid: {len(pre.results)} pretraining{reused} + {len(ft.results)} fine-tuning trials in "
               f"{wall:.0f}s (trial busy {busy:.0f}s, overhead share "

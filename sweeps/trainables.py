@@ -23,7 +23,7 @@ import ray
 import torch
 from ray import tune
 
-from relcore.data import DatasetSpec, load_dataset, load_task
+from relcore.data import DatasetSpec, get_db, load_dataset, load_task
 from relcore.finetune import FinetuneConfig, finetune, main_metric
 from relcore.graph import build_graph
 from relcore.models import BackboneConfig
@@ -36,21 +36,25 @@ FAIL_ONCE_ENV = "RELCORE_SWEEP_FAIL_ONCE_KEYS"  # ... and trials failing once, a
 
 
 @lru_cache(maxsize=4)
-def _dataset_and_graph(name: str, raw_dir: str | None, time_cols: tuple[str, ...]):
-    spec = DatasetSpec(name, raw_dir=raw_dir, time_cols=time_cols)
+def _dataset_and_graph(name: str, raw_dir: str | None, time_cols: tuple[str, ...], db_cut: str):
+    spec = DatasetSpec(name, raw_dir=raw_dir, time_cols=time_cols, db_cut=db_cut)
     dataset = load_dataset(spec)
-    graph = build_graph(dataset.get_db())
+    graph = build_graph(get_db(dataset, db_cut))
     return spec, dataset, graph
 
 
 def worker_graph(d: dict):
     """(spec, dataset, graph) for a dataset dict, built once per worker process."""
-    return _dataset_and_graph(d["name"], d.get("raw_dir"), tuple(d.get("time_cols", ())))
+    return _dataset_and_graph(*_dataset_key(d))
+
+
+def _dataset_key(d: dict) -> tuple:
+    return d["name"], d.get("raw_dir"), tuple(d.get("time_cols", ())), d.get("db_cut", "test")
 
 
 @lru_cache(maxsize=16)
-def _task(name: str, raw_dir: str | None, time_cols: tuple[str, ...], task_name: str):
-    spec, dataset, _ = _dataset_and_graph(name, raw_dir, time_cols)
+def _task(dataset_key: tuple, task_name: str):
+    spec, dataset, _ = _dataset_and_graph(*dataset_key)
     return load_task(spec, dataset, task_name)
 
 
@@ -173,7 +177,7 @@ def finetune_trainable(config: dict) -> None:
     _threads()
     d = trial["dataset"]
     _, _, graph = worker_graph(d)
-    task = _task(d["name"], d.get("raw_dir"), tuple(d.get("time_cols", ())), trial["task"])
+    task = _task(_dataset_key(d), trial["task"])
     setup_s = time.perf_counter() - t0
     _maybe_fail(trial)
     metric, higher = main_metric(task)

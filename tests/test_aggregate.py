@@ -8,10 +8,12 @@ import pytest
 from sweeps.aggregate import top_k, summary_metrics
 
 
-def trials(rows, metric="roc_auc", higher=True, task="driver-dnf", regime="B"):
+def trials(rows, metric="roc_auc", task="driver-dnf", regime="B"):
+    """A trials.csv table (sweeps.trials) with one row per (val, test) pair."""
     return pd.DataFrame([{"dataset": "rel-f1", "task": task, "backbone": "resnet", "regime": regime,
-                          "key": f"t{i}", "metric": metric, "higher": higher,
-                          f"val/{metric}": v, f"test/{metric}": t} for i, (v, t) in enumerate(rows)])
+                          "protocol": "paper", "db_cut": "test", "key": f"{regime}{i}", "metric": metric,
+                          "val": v, "test": t, f"val/{metric}": v, f"test/{metric}": t}
+                         for i, (v, t) in enumerate(rows)])
 
 
 def cell(res, split, metric="roc_auc"):
@@ -33,7 +35,7 @@ def test_top5_by_validation_never_test():
 
 def test_lower_is_better_metric():
     rows = [(3.0, 3.5), (4.0, 1.0), (2.0, 3.1), (5.0, 0.5), (2.5, 3.3), (3.5, 3.6)]
-    res = top_k(trials(rows, metric="mae", higher=False, task="driver-position"), k=5)
+    res = top_k(trials(rows, metric="mae", task="driver-position"), k=5)
     val = cell(res, "val", "mae")
     assert val["mean"] == pytest.approx((2.0 + 2.5 + 3.0 + 3.5 + 4.0) / 5)  # 5.0 dropped
 
@@ -47,7 +49,7 @@ def test_fewer_than_five_trials():
 def test_ties_broken_deterministically_by_key():
     rows = [(0.7, 0.1)] * 6 + [(0.7, 0.9)]  # seven trials tie on validation
     res = top_k(trials(rows))
-    # keys t0..t4 win the tie (sorted by key), whatever the test values
+    # keys B0..B4 win the tie (sorted by key), whatever the test values
     assert cell(res, "test")["mean"] == pytest.approx(0.1)
     assert top_k(trials(rows)).equals(res)
 
@@ -58,7 +60,9 @@ def test_groups_are_separate_and_summary_names():
     names = summary_metrics(res)
     assert names["driver-dnf.resnet.PF.test.roc_auc_mean"] == pytest.approx(0.75)
     assert names["driver-dnf.resnet.B.val.roc_auc_std"] == 0.0
-    assert set(res.columns) == {"dataset", "task", "backbone", "regime", "split", "metric", "mean", "std", "n"}
+    assert set(res.columns) == {"dataset", "task", "backbone", "regime", "protocol", "db_cut", "split", "metric",
+                                "mean", "std", "n"}
+    assert set(res.protocol) == {"paper"} and set(res.db_cut) == {"test"}
 
 
 def test_empty():
@@ -85,21 +89,34 @@ def test_welch_interval_matches_scipys_welch_test():
     assert welch_interval((1.0, 0.0, 3), (0.5, 0.0, 3)) == (0.5, 0.0)
 
 
-def test_gains_over_b_in_the_results_markdown():
-    """results.md adds P − B and P&F − B per (task, backbone), positive = better, with the
-    Welch half-width where both cells have 2+ trials, nothing invented for missing cells."""
+def test_contrasts_over_all_trials_in_the_results_markdown():
+    """results.md adds P&F − B, P − B and P − R per (task, backbone), positive = better, over
+    every trial of the two cells (not the top 5), with the Welch half-width scipy's Welch
+    test gives, and nothing invented for a missing cell or a one-trial cell."""
+    from scipy.stats import ttest_ind
+
+    from sweeps.aggregate import top_k
     from sweeps.report import results_markdown
 
-    rows = []
-    for regime, split, mean, std, n in (("B", "val", 0.70, 0.01, 5), ("B", "test", 0.68, 0.01, 5),
-                                        ("P", "val", 0.72, 0.01, 5), ("P", "test", 0.69, 0.02, 1)):
-        rows.append(("db", "churn", "linear", regime, split, "roc_auc", mean, std, n))
-    for regime, mean in (("B", 0.5), ("PF", 0.4)):
-        for split in ("val", "test"):
-            rows.append(("db", "rating", "resnet", regime, split, "mae", mean, 0.0, 3))
-    text = results_markdown(pd.DataFrame(rows, columns=["dataset", "task", "backbone", "regime", "split",
-                                                        "metric", "mean", "std", "n"]))
-    # churn P - B val: +2.00 points, df 8, se = sqrt(2 * 1.25 / 5) -> 1.63; test: P has 1 trial
-    assert "| churn | AUROC | Linear-SAGE | +2.00 ± 1.63 | +1.00 | – | – |" in text
-    # MAE 0.5 -> 0.4 is a gain of +0.100; no spread at all gives a zero half-width
-    assert "| rating | MAE | ResNet-SAGE | – | – | +0.100 ± 0.000 | +0.100 ± 0.000 |" in text
+    b = [(0.68, 0.60), (0.69, 0.61), (0.70, 0.62), (0.71, 0.63), (0.72, 0.64), (0.50, 0.90)]
+    p = [(0.70, 0.60), (0.71, 0.62), (0.72, 0.61), (0.73, 0.66), (0.74, 0.65), (0.75, 0.58)]
+    table = pd.concat([trials(b, task="churn"), trials(p, task="churn", regime="P"),
+                       trials([(0.9, 0.9)], task="churn", regime="PF"),
+                       trials([(0.5, 0.5), (0.4, 0.6)], metric="mae", task="rating", regime="B"),
+                       trials([(0.4, 0.4), (0.3, 0.5)], metric="mae", task="rating", regime="R"),
+                       trials([(0.3, 0.4), (0.2, 0.5)], metric="mae", task="rating", regime="P")])
+    text = results_markdown(top_k(table), table)
+    cells = {}
+    for split, col in (("val", 0), ("test", 1)):
+        xs, ys = [v[col] for v in p], [v[col] for v in b]
+        ci = ttest_ind(xs, ys, equal_var=False).confidence_interval(0.95)
+        cells[split] = f"{100 * (sum(xs) / 6 - sum(ys) / 6):+.2f} ± {100 * (ci.high - ci.low) / 2:.2f}"
+    # churn: P&F has one trial (no interval), there is no R (no P − R)
+    assert f"| churn | AUROC | Linear-SAGE | " not in text  # resnet rows only
+    assert (f"| churn | AUROC | ResNet-SAGE | +{100 * (0.9 - sum(v[0] for v in b) / 6):.2f} | "
+            f"+{100 * (0.9 - sum(v[1] for v in b) / 6):.2f} | {cells['val']} | {cells['test']} | – | – |") in text
+    # MAE: lower is better, so 0.45 -> 0.25 is a gain of +0.200; P − R val +0.100
+    assert "| rating | MAE | ResNet-SAGE | – | – | +0.200 ± " in text
+    assert "| +0.100 ± " in text.split("| rating |")[-1]
+    # the top-5 table has the R column, and says how it was measured
+    assert "| B | P | P&F | R |" in text and "protocol paper; database cut test." in text

@@ -91,6 +91,24 @@ def test_frozen_backbone_is_bit_identical_after_P(synthetic_graph, churn, checkp
     assert result.steps == 10
 
 
+def test_R_trains_the_head_on_a_frozen_random_backbone(synthetic_graph, churn):
+    """R: the backbone B would start from (same seed), frozen like P; only the head and
+    the temporal encoder train."""
+    from relcore.finetune import make_backbone
+    from relcore.loop import seed_everything
+
+    seen = {}
+    cfg = FinetuneConfig(mode="R", **{**FAST, "max_steps": 10, "eval_every": 5})
+    bb = BackboneConfig(table_model="linear")
+    seed_everything(cfg.seed)
+    start = TaskModel(make_backbone(synthetic_graph, "R", bb, None), "customers")
+    result = finetune(synthetic_graph, churn, "customer-churn", cfg, bb, _model_out=seen)
+    after = seen["model"].backbone.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in start.backbone.state_dict().items() if not k.startswith("temporal."))
+    assert not torch.equal(start.head.state_dict()["lin1.weight"], seen["model"].head.state_dict()["lin1.weight"])
+    assert result.mode == "R" and result.steps == 10 and 0.0 < result.val["roc_auc"] < 1.0
+
+
 def test_PF_updates_the_backbone(synthetic_graph, churn, checkpoint):
     seen = {}
     cfg = FinetuneConfig(mode="PF", **{**FAST, "max_steps": 5, "eval_every": 5})
@@ -164,8 +182,9 @@ def test_regression_task_and_metrics(synthetic_dataset, synthetic_graph):
 def test_mode_errors(synthetic_graph, churn, checkpoint):
     with pytest.raises(RelcoreError, match="needs a pretrained --checkpoint"):
         finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(mode="PF"))
-    with pytest.raises(RelcoreError, match="mode B trains from scratch"):
-        finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(mode="B"), checkpoint=checkpoint)
+    for mode in ("B", "R"):
+        with pytest.raises(RelcoreError, match=f"mode {mode} starts from a random backbone"):
+            finetune(synthetic_graph, churn, "customer-churn", FinetuneConfig(mode=mode), checkpoint=checkpoint)
     with pytest.raises(RelcoreError, match="mode must be one of"):
         FinetuneConfig(mode="X")
 

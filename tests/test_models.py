@@ -320,10 +320,11 @@ def test_save_rejects_unstorable_extra(meta, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_load_warns_when_category_ids_mean_other_values(meta, tmp_path):
+def test_load_refuses_when_category_ids_mean_other_values(meta, tmp_path):
     path = save_backbone(tmp_path / "b.pt", make(meta))
     d = json.loads(json.dumps(meta.to_dict()))
     years = d["col_stats"]["races"]["year"]["COUNT"]
     years[0] = list(reversed(years[0]))  # same vocabulary size, other id -> year mapping
-    with pytest.warns(UserWarning, match="races.year"):
+    with pytest.raises(RelcoreError, match=r"encoders: category vocabulary of 'races.year' differs") as e:
         load_backbone(path, GraphMeta.from_dict(d))
+    assert "\n" not in str(e.value)

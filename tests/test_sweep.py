@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweeps import aggregate, trials
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_GRID = str(REPO / "sweeps" / "run_grid.py")
-QUICK_TRIALS = {"pretrain": 2, "finetune": 12}  # 2 pretrain; 2 tasks x (2 B + 2 P + 2 PF)
+QUICK_TRIALS = {"pretrain": 2, "finetune": 16}  # 2 pretrain; 2 tasks x (2 B + 2 R + 2 P + 2 PF)
 
 
 def sweep_cmd(tmp: Path, name: str, *extra: str) -> list[str]:
@@ -94,14 +96,30 @@ def test_quick_preset_end_to_end(quick_sweep):
     summary = [r for r in runs if r.data.tags.get("kind") == "summary"]
     assert len(summary) == 1
     metrics = summary[0].data.metrics
-    for regime in ("B", "P", "PF"):
+    for regime in ("B", "P", "PF", "R"):
         assert f"customer-churn.linear.{regime}.test.roc_auc_mean" in metrics
         assert f"customer-rating.linear.{regime}.val.mae_std" in metrics
     arts = {a.path for a in client.list_artifacts(summary[0].info.run_id)}
-    assert {"results.csv", "results.md", "regimes.png", "pretrain_loss.png", "training_time.png"} <= arts
+    assert {"trials.csv", "results.csv", "results.md", "regimes.png", "pretrain_loss.png",
+            "training_time.png"} <= arts
     local = client.download_artifacts(summary[0].info.run_id, "results.csv", str(tmp))
     results = pd.read_csv(local)
-    assert list(results.columns) == ["dataset", "task", "backbone", "regime", "split", "metric", "mean", "std", "n"]
+    assert list(results.columns) == ["dataset", "task", "backbone", "regime", "protocol", "db_cut", "split", "metric",
+                                     "mean", "std", "n"]
+    assert set(results.protocol) == {"quick"} and set(results.db_cut) == {"test"}
+    # trials.csv: one row per finished fine-tuning trial, and results.csv is exactly its top 5
+    table = trials.read(client.download_artifacts(summary[0].info.run_id, "trials.csv", str(tmp)))
+    assert len(table) == QUICK_TRIALS["finetune"] - 1 and failing not in set(table.key)
+    assert set(table.regime) == {"B", "P", "PF", "R"} and set(table.stop_reason) == {"max_steps"}
+    assert (table.steps == 20).all() and (table.seconds > 0).all()
+    pf = table[table.regime == "PF"].iloc[0]
+    assert (pf.layers, pf.aggr, pf.corruption, pf.protocol, pf.db_cut) == (2, pf.key.split("-")[-3], 0.2,
+                                                                          "quick", "test")
+    assert table[table.regime.isin(["B", "R"])].corruption.isna().all()
+    assert (table.val == [r[f"val/{r.metric}"] for _, r in table.iterrows()]).all()
+    pd.testing.assert_frame_equal(aggregate.top_k(table), results, check_dtype=False)
+    assert "| B | P | P&F | R |" in (tmp / "runs" / "quick" / "results.md").read_text()
+    assert "P − R" in (tmp / "runs" / "quick" / "results.md").read_text()
     churn_b = results[(results.task == "customer-churn") & (results.regime == "B") & (results.metric == "roc_auc")]
     assert set(churn_b["n"]) == {1}  # the failed B trial is not aggregated
     assert metrics["sweep.wall_s"] > 0 and 0 <= metrics["sweep.overhead_share"] < 1
@@ -178,11 +196,11 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     pre = next(line.split() for line in lines if line.startswith("pretrain"))
     ft = next(line.split() for line in lines if line.startswith("finetune"))
     # stage planned finished running failed mean_busy_s wall_s overhead_share
-    assert pre[1:5] == ["2", "2", "0", "0"] and ft[1:5] == ["12", "11", "0", "1"], lines
+    assert pre[1:5] == ["2", "2", "0", "0"] and ft[1:5] == ["16", "15", "0", "1"], lines
     assert float(ft[6]) > 0 and 0 <= float(ft[7]) < 1, lines
     listed = [line.split() for line in lines if line.split()[:1] in (["pretrain"], ["finetune"])
               and len(line.split()) >= 6 and line.split()[2] in ("FINISHED", "FAILED", "RUNNING")]
-    assert len(listed) == 14 and sum(row[2] == "FAILED" for row in listed) == 1, lines
+    assert len(listed) == 18 and sum(row[2] == "FAILED" for row in listed) == 1, lines
     memory = next(line for line in lines if line.startswith("worker memory"))
     gib = dict(re.findall(r"(pretrain L2|finetune L2) ([\d.]+) GiB", memory))
     assert gib.keys() == {"pretrain L2", "finetune L2"} and all(0.1 < float(v) < 8 for v in gib.values()), memory
@@ -193,6 +211,9 @@ def test_status_reads_the_sweep_back_from_mlflow(quick_sweep):
     assert len(merged) == len(theirs) == len(ours)
     assert (merged["n"] == merged["n_sweep"]).all()
     assert ((merged["mean"] - merged["mean_sweep"]).abs() < 1e-9).all()
+    # the trial rows rebuilt from MLflow are the sweep's own trials.csv
+    rebuilt, own = (trials.read(d / "trials.csv") for d in (tmp / "status", tmp / "runs" / "quick"))
+    pd.testing.assert_frame_equal(rebuilt[trials.COLUMNS[:-3]], own[trials.COLUMNS[:-3]], check_dtype=False)
 
     missing = subprocess.run([sys.executable, str(REPO / "sweeps" / "status.py"), "--name", "nope",
                               "--mlflow-uri", uri], capture_output=True, text=True, timeout=120)
@@ -230,11 +251,11 @@ def test_progress_page_rewrites_only_its_block(quick_sweep):
     assert text.startswith("# notes\n\n<!-- progress:begin -->\n") and text.endswith("<!-- progress:end -->\n\n## Reading\nmine\n")
     assert "stale" not in text
     assert "Pretraining: 2 of 2 trials finished (0 running, 0 failed)" in text
-    assert "Fine-tuning: **11 of 12 trials finished (0 running, 1 failed)**" in text
+    assert "Fine-tuning: **15 of 16 trials finished (0 running, 1 failed)**" in text
     # not rel-f1's tasks: the sweep's own table, not the paper comparison
     assert "| customer-rating | MAE | Linear-SAGE |" in text and "paper val / test" not in text
     listed = [line for line in text.splitlines() if line.lstrip().startswith("customer-")]
-    assert len(listed) == 12 and sum(" FAILED " in line for line in listed) == 1
+    assert len(listed) == 16 and sum(" FAILED " in line for line in listed) == 1
     ours, theirs = pd.read_csv(tmp / "partial.csv"), pd.read_csv(tmp / "runs" / "quick" / "results.csv")
     key = ["task", "backbone", "regime", "split", "metric"]
     merged = ours.merge(theirs, on=key, suffixes=("", "_sweep"))
@@ -490,9 +511,9 @@ def test_optuna_search_explores_the_same_space(tmp_path):
         assert r.data.params["pretrain.corruption"] in ("0.2", "0.4")
         assert r.data.params["backbone.layers"] == "2" and r.data.params["stage"] == "pretrain"
     ft = trial_runs(runs, "finetune")
-    checkpoints = {r.data.tags["pretrain_key"] for r in ft if r.data.tags["regime"] != "B"}
+    checkpoints = {r.data.tags["pretrain_key"] for r in ft if r.data.tags["regime"] in ("P", "PF")}
     assert checkpoints == {r.data.tags["trial_key"] for r in pre}
-    assert len(ft) == 2 + 2 * len(checkpoints) and all(r.info.status == "FINISHED" for r in ft)
+    assert len(ft) == 2 + 2 + 2 * len(checkpoints) and all(r.info.status == "FINISHED" for r in ft)
 
 
 def test_status_prices_unfinished_trials_by_backbone_and_depth(tmp_path):
@@ -519,11 +540,11 @@ def test_status_prices_unfinished_trials_by_backbone_and_depth(tmp_path):
     runs = status.SweepRuns(client, exp)
     stages = status.stage_table(runs)
     assert runs.dataset() == "rel-f1"
-    # finetune: 1 task x (B 1 x 2 x 1 x 2 seeds + 2 x 2 checkpoints) = 8 trials, 4 per depth
-    assert stages.set_index("stage").loc["finetune", "planned"] == 8
+    # finetune: 1 task x (B and R 2 x 1 x 2 x 2 seeds + 2 x 2 checkpoints) = 12 trials, 6 per depth
+    assert stages.set_index("stage").loc["finetune", "planned"] == 12
     seconds, unknown = status.time_left(runs, stages, runs.pretrain_params())
-    assert seconds == pytest.approx((4 - 2) * 150.0)  # L2: 2 left at their mean; pretraining done
-    assert unknown == ["finetune linear L3 (4 trials)"]
+    assert seconds == pytest.approx((6 - 2) * 150.0)  # L2: 4 left at their mean; pretraining done
+    assert unknown == ["finetune linear L3 (6 trials)"]
 
 
 def test_restoring_a_trial_copies_its_checkpoint_or_starts_over(tmp_path, capsys):
@@ -546,3 +567,39 @@ def test_restoring_a_trial_copies_its_checkpoint_or_starts_over(tmp_path, capsys
     _restore(gone, {"state.pt": again})
     assert not again.exists()
     assert "is gone; the trial starts over" in capsys.readouterr().err
+
+
+def test_merge_of_parts_is_the_sweeps_own_table_and_refuses_mixed_cells(quick_sweep):
+    """sweeps/merge.py: the sweep's trials.csv cut into two parts merges back into exactly
+    its results.csv; a cell mixing database cuts, a trial in two parts, or a file that is
+    not a trials.csv is one line and exit 2, and the outputs stay as they were."""
+    tmp, out, _ = quick_sweep
+    assert out.returncode == 0, out.stderr[-3000:]
+    script = [sys.executable, str(REPO / "sweeps" / "merge.py")]
+    own = trials.read(tmp / "runs" / "quick" / "trials.csv")
+    a, b = tmp / "part-a.csv", tmp / "part-b.csv"
+    own[own.task == "customer-churn"].to_csv(a, index=False)
+    own[own.task != "customer-churn"].to_csv(b, index=False)
+    page = tmp / "merged.md"
+    page.write_text("# parts\n<!-- merge:begin -->\n<!-- merge:end -->\nreading\n")
+    done = subprocess.run([*script, str(a), str(b), "--csv", str(tmp / "merged.csv"), "--page", str(page)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged, theirs = pd.read_csv(tmp / "merged.csv"), pd.read_csv(tmp / "runs" / "quick" / "results.csv")
+    pd.testing.assert_frame_equal(merged, theirs)
+    text = page.read_text()
+    assert text.startswith("# parts\n<!-- merge:begin -->\nMerged by `sweeps/merge.py` from 2 part(s), 15 ")
+    assert text.endswith("<!-- merge:end -->\nreading\n") and "P − R" in text
+
+    full = own[own.task == "customer-churn"].assign(db_cut="full")
+    full.to_csv(tmp / "part-full.csv", index=False)
+    (tmp / "junk.csv").write_text("task,val\nx,1\n")
+    for args, needle in (([a, tmp / "part-full.csv"], "mixes db_cuts full and test"),
+                         ([a, a], "appears 2 times"),
+                         ([tmp / "junk.csv"], "missing column(s) dataset"),
+                         ([tmp / "none.csv"], "trials file not found")):
+        bad = subprocess.run([*script, *map(str, args), "--csv", str(tmp / "merged.csv"), "--page", str(page)],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and needle in bad.stderr.strip().splitlines()[-1], (args, bad.stderr[-2000:])
+        assert "Traceback" not in bad.stderr
+    assert page.read_text() == text and pd.read_csv(tmp / "merged.csv").equals(merged)

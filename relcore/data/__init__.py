@@ -19,11 +19,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from relbench.base import AutoCompleteTask, Dataset, EntityTask, RecommendationTask
+from relbench.base import AutoCompleteTask, Database, Dataset, EntityTask, RecommendationTask
 
 from relcore.errors import RelcoreError
 
 F1_NAMES = ("rel-f1", "f1")
+DB_CUTS = ("test", "full")
 AUTOCOMPLETE_UNSUPPORTED = (
     "relbench 2.1.2 autocomplete tasks build their tables over one timestamp per second "
     "(billions of rows): not supported"
@@ -38,6 +39,11 @@ class DatasetSpec:
     raw_dir: str | None = None
     time_cols: tuple[str, ...] = field(default_factory=tuple)
     seed: int = 0
+    db_cut: str = "test"  # see :func:`get_db`
+
+    def __post_init__(self) -> None:
+        if self.db_cut not in DB_CUTS:
+            raise RelcoreError(f"db cut must be one of {', '.join(DB_CUTS)}, got {self.db_cut!r}")
 
     @property
     def registry_name(self) -> str:
@@ -94,6 +100,22 @@ def _load_f1(raw_dir: str | None) -> Dataset:
             f"rel-f1: no raw dir given (--raw-dir or RELCORE_F1_RAW_DIR) and download failed: "
             f"{type(exc).__name__}"
         ) from exc
+
+
+def get_db(dataset: Dataset, cut: str = "test") -> Database:
+    """The database a graph is materialised from.
+
+    - ``test``: relbench's default, rows up to the test timestamp. Test seeds (dated after
+      it) see no row newer than that timestamp.
+    - ``full``: the whole database, as the paper's reference code fine-tunes. Each seed
+      still sees no row after its own seed time (temporal sampling), but column statistics
+      and vocabularies are computed over every row.
+
+    Pretraining samples rows up to the validation timestamp from either.
+    """
+    if cut not in DB_CUTS:
+        raise RelcoreError(f"db cut must be one of {', '.join(DB_CUTS)}, got {cut!r}")
+    return dataset.get_db(upto_test_timestamp=cut == "test")
 
 
 def task_names(spec: DatasetSpec) -> list[str]:

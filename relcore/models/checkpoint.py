@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,17 +103,21 @@ def load_backbone(path: str | os.PathLike, graph_or_meta, map_location: str | to
     ``graph_or_meta`` (a :class:`~relcore.graph.RelGraph` or :class:`GraphMeta`) must
     have the checkpoint's schema: same tables, edge types and columns per table
     (stype and order), else :class:`RelcoreError`. The model is built from the
-    checkpoint's own column statistics (the encoders' normalisation and vocabulary
-    sizes belong to the weights); a categorical vocabulary that differs from the
-    graph's is warned about, since category ids would then mean different values.
+    checkpoint's own column statistics (the encoders' normalisation belongs to the
+    weights). A categorical vocabulary that differs from the graph's is refused, naming
+    the column: category ids would index other rows of the embedding table, or past it
+    (a checkpoint pretrained on another cut of the database, ``--db-cut``).
     """
     ckpt = read_checkpoint(path, map_location)
     meta = graph_or_meta if isinstance(graph_or_meta, GraphMeta) else GraphMeta.from_graph(graph_or_meta)
     mismatch = ckpt.graph_meta.schema_mismatch(meta)
     if mismatch is not None:
         raise RelcoreError(f"backbone checkpoint {path} does not fit this database: {mismatch}")
-    for what in _vocabulary_differences(ckpt.graph_meta, meta):
-        warnings.warn(f"backbone checkpoint {path}: {what}", stacklevel=2)
+    differences = _vocabulary_differences(ckpt.graph_meta, meta)
+    if differences:
+        more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+        raise RelcoreError(f"backbone checkpoint {path} does not fit this graph's encoders: "
+                           f"{differences[0]}{more}; pretrain and fine-tune on the same --db-cut")
     model = RDLBackbone(ckpt.config, ckpt.graph_meta)
     try:
         model.load_state_dict(ckpt.state_dict)

@@ -16,7 +16,6 @@ the author's and is kept as it is. ``--csv`` also writes the partial ``results.c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import sys
 from pathlib import Path
@@ -27,14 +26,10 @@ if __package__ in (None, ""):  # run as a script: make `sweeps` and the bench im
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from relcore.errors import RelcoreError  # noqa: E402
-from sweeps import aggregate, report, status  # noqa: E402
-from sweeps.bench import paper_table  # noqa: E402
+from sweeps import aggregate, pages, report, status  # noqa: E402
+from sweeps import paper as paper_table  # noqa: E402
 
-BEGIN, END = "<!-- progress:begin -->", "<!-- progress:end -->"
-
-
-class PageError(Exception):
-    """A problem with the inputs, reported as one line."""
+BLOCK = "progress"
 
 
 def _busy_summary(trials: pd.DataFrame) -> str:
@@ -88,14 +83,6 @@ def progress_block(runs: status.SweepRuns, dataset: str, now: dt.datetime) -> tu
     return "\n".join(lines), results
 
 
-def replace_block(page: str, block: str) -> str:
-    """``page`` with the text between the markers replaced by ``block``."""
-    if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
-        raise PageError(f"the page needs exactly one '{BEGIN}' followed by one '{END}'")
-    head, rest = page.split(BEGIN)
-    return head + BEGIN + "\n" + block + "\n" + END + rest.split(END, 1)[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="the sweep's --name (its MLflow experiment)")
@@ -108,32 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             page = page_path.read_text()
         except OSError as e:
-            raise PageError(f"cannot read {args.page}: {e.strerror}") from e
-        replace_block(page, "")  # check the markers before reading the store
+            raise RelcoreError(f"cannot read {args.page}: {e.strerror}") from e
+        pages.replace_block(page, "", BLOCK)  # check the markers before reading the store
         runs = status.open_sweep(args.name, args.mlflow_uri)
         dataset = runs.dataset()
         block, results = progress_block(runs, dataset, dt.datetime.now(dt.timezone.utc))
-    except (PageError, RelcoreError) as e:  # RelcoreError: status.SweepNotFound or a bad store
+        writes = [(page_path, lambda f: f.write_text(pages.replace_block(page, block, BLOCK)))]
+        if args.csv and not results.empty:
+            writes.append((Path(args.csv), lambda f: results.to_csv(f, index=False)))
+        pages.write_all(writes)
+    except RelcoreError as e:  # also status.SweepNotFound or a bad store
         print(f"progress_page: {e}", file=sys.stderr)
         return 2
-    # Both files written beside their targets first, then renamed: a failed write leaves both as they were.
-    writes = [(page_path, lambda f: f.write_text(replace_block(page, block)))]
-    if args.csv and not results.empty:
-        writes.append((Path(args.csv), lambda f: results.to_csv(f, index=False)))
-    staged = []
-    try:
-        for target, write in writes:
-            tmp = target.with_name(target.name + ".tmp")
-            staged.append((tmp, target))
-            write(tmp)
-    except OSError as e:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):  # the failed one may not even have a folder
-                tmp.unlink(missing_ok=True)
-        print(f"progress_page: cannot write {staged[-1][1]}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    for tmp, target in staged:
-        tmp.replace(target)
     print(f"progress_page: rewrote the progress block of {args.page}" + (f" and {args.csv}" if args.csv else ""))
     return 0
 

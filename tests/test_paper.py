@@ -1,4 +1,4 @@
-"""sweeps/bench/paper_table.py on a real sweep's results.csv (the committed rel-f1 check)."""
+"""sweeps/paper.py on a real sweep's results.csv (the committed rel-f1 check)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "sweeps" / "bench" / "paper_table.py"
+SCRIPT = REPO / "sweeps" / "paper.py"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

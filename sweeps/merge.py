@@ -1,0 +1,87 @@
+"""Merge several sweeps' ``trials.csv`` into one table: a grid run in parts is one result.
+
+    .venv/bin/python sweeps/merge.py sweeps/bench/results/parity/*.csv \\
+        --csv sweeps/bench/results/rel-f1-parity.csv --page sweeps/bench/results/rel-f1-parity.md
+
+Parts run on different days, machines or clusters meet here, not in a sweep's store: the
+top 5 per (task, backbone, regime) is chosen over the union of their trials by validation
+only, and the differences between regimes are taken over all trials of a cell. A cell that
+would mix protocols or database cuts, or a trial present in two parts, is refused.
+``--csv`` gets ``results.csv``'s columns; ``--md`` a generated page; ``--page`` an
+existing page whose ``<!-- merge:begin -->`` / ``<!-- merge:end -->`` block is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+if __package__ in (None, ""):  # run as a script: make `sweeps` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from relcore.errors import RelcoreError  # noqa: E402
+from sweeps import aggregate, pages, paper, report, trials  # noqa: E402
+
+BLOCK = "merge"
+
+
+def merge(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The union of the parts' trials (checked) and its top-5 ``results.csv`` table."""
+    if not paths:
+        raise RelcoreError("no trials.csv given")
+    table = pd.concat([trials.read(p).assign(part=Path(p).stem) for p in paths], ignore_index=True)
+    trials.check_cells(table)
+    return table, aggregate.top_k(table.drop(columns="part"))
+
+
+def markdown(table: pd.DataFrame, results: pd.DataFrame) -> str:
+    parts = table.groupby("part", sort=True).size()
+    lines = [f"Merged by `sweeps/merge.py` from {len(parts)} part(s), {len(table)} fine-tuning trials: "
+             + ", ".join(f"`{name}` ({n})" for name, n in parts.items()) + ".", "",
+             report.results_markdown(results, table.drop(columns="part"))]
+    if set(results["task"]) <= set(paper.METRIC):
+        gnn = ", ".join(f"{t} {v}" for t, v in paper.RELBENCH_GNN.items())
+        lines += ["Next to the paper's Table 3 (its values val / test; ours top-5 mean ± std):", "",
+                  paper.table(results), "", paper.pf_vs_b(results), "",
+                  f"RelBench's GNN baseline, test (relbench's cut at the test timestamp): {gnn}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trials", nargs="+", help="trials.csv files of the parts (a sweep's runs/<name>/trials.csv)")
+    p.add_argument("--csv", help="write the merged top-5 table (results.csv's columns) here")
+    p.add_argument("--md", help="write the merged tables as a markdown file here")
+    p.add_argument("--page", help=f"rewrite the <!-- {BLOCK}:begin/end --> block of this page")
+    args = p.parse_args(argv)
+    try:
+        table, results = merge(args.trials)
+        text = markdown(table, results)
+        writes = []
+        if args.csv:
+            writes.append((Path(args.csv), lambda f: results.to_csv(f, index=False)))
+        if args.md:
+            writes.append((Path(args.md), lambda f: f.write_text(text)))
+        if args.page:
+            try:
+                page = Path(args.page).read_text()
+            except OSError as e:
+                raise RelcoreError(f"cannot read {args.page}: {e.strerror}") from None
+            block = pages.replace_block(page, text.rstrip("\n"), BLOCK)
+            writes.append((Path(args.page), lambda f: f.write_text(block)))
+        pages.write_all(writes)
+    except RelcoreError as e:
+        print(f"merge: error: {e}", file=sys.stderr)
+        return 2
+    if not writes:
+        print(text)
+    print(f"merge: {len(table)} trials from {len(args.trials)} file(s) -> {len(results)} result rows"
+          + "".join(f"; wrote {t}" for t, _ in writes), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
