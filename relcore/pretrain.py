@@ -122,9 +122,7 @@ def pretrain(
     """
     seed_everything(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    sampler = HGSampler(graph, num_samples=config.num_samples, iterations=config.iterations,
-                        max_time=max_time)
-    pool = MarginalPool(graph, max_time=max_time)
+    sampler, pool = pretext_sources(graph, config, max_time)
 
     backbone = RDLBackbone(backbone_config, GraphMeta.from_graph(graph))
     objective = ContrastiveObjective(backbone.node_types, backbone.edge_types,
@@ -132,9 +130,7 @@ def pretrain(
     device = resolve_device(config.device)
     model = ContrastiveStep(backbone, objective).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)  # one kernel for ~300 tensors
-
-    val_gen = torch.Generator().manual_seed(config.seed + 10_007)  # fixed validation set
-    val_set = [_pair(sampler, config, pool, val_gen, device) for _ in range(config.val_subgraphs)]
+    val_set = validation_pairs(sampler, pool, config, device)
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -197,6 +193,19 @@ def pretrain(
         seconds=seconds, steps_per_second=step / seconds if seconds > 0 else 0.0,
         stop_reason=stop_reason, checkpoint=checkpoint, history=history,
     )
+
+
+def pretext_sources(graph: RelGraph, config: PretrainConfig, max_time: int | None) -> tuple[HGSampler, MarginalPool]:
+    """The subgraph sampler and the corruption's value pool, both blind to rows after ``max_time``."""
+    return (HGSampler(graph, num_samples=config.num_samples, iterations=config.iterations, max_time=max_time),
+            MarginalPool(graph, max_time=max_time))
+
+
+def validation_pairs(sampler: HGSampler, pool: MarginalPool, config: PretrainConfig,
+                     device: torch.device) -> list[tuple[HeteroData, HeteroData]]:
+    """The fixed (clean, corrupted) validation subgraphs of a run with ``config``'s seed."""
+    gen = torch.Generator().manual_seed(config.seed + 10_007)
+    return [_pair(sampler, config, pool, gen, device) for _ in range(config.val_subgraphs)]
 
 
 def _pair(sampler: HGSampler, config: PretrainConfig, pool: MarginalPool, gen: torch.Generator,
