@@ -110,7 +110,7 @@ def reference_preset() -> Preset:
     builds its graph: the protocol behind its numbers."""
     preset = paper_preset()
     preset.name = "reference"
-    preset.finetune = FinetuneConfig(patience=10)  # the sweep's patience stopper reads it
+    preset.finetune = FinetuneConfig(patience=10)
     preset.finetune_protocol = reference_code_protocol
     preset.db_cut = "full"
     return preset

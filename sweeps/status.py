@@ -96,7 +96,7 @@ def planned_trials(stage_params: dict[str, str], stage: str) -> int | None:
 
 def trial_busy_s(run, default: float = math.nan) -> float:
     """A trial's busy seconds: its summary's ``busy_s``, else Tune's ``time_total_s`` (a trial
-    the patience stopper ended sent no summary)."""
+    cut by a stop has sent no summary yet)."""
     return run.data.metrics.get("busy_s", run.data.metrics.get("time_total_s", default))
 
 

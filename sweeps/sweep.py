@@ -27,7 +27,6 @@ from sweeps import aggregate, report, space, store, tracking, trials
 from sweeps.aggregate import overhead_share
 from sweeps.cluster import check_trial_fits, connect
 from sweeps.progress import ProgressLine
-from sweeps.stoppers import TrialStoppers
 from sweeps.trainables import DropLoopState, finetune_trainable, pretrain_trainable
 
 
@@ -68,6 +67,11 @@ def _why_tune_failed(exc: BaseException, width: int = 200) -> str:
         text += ("; the node ran out of memory: give --memory-per-trial (GiB per trial) so that "
                  "Ray runs fewer trials at once")
     return text
+
+
+def _without_limits(part: dict | None) -> dict | None:
+    """A trial config part without its trial limits, which change no result of a finished trial."""
+    return None if part is None else {k: v for k, v in part.items() if k != "time_limit_s"}
 
 
 def _is_uri(path: str) -> bool:
@@ -133,7 +137,12 @@ class Sweep:
             preset.pretrain = replace(preset.pretrain, max_steps=args.pretrain_steps)
         if args.finetune_steps is not None:
             preset.finetune = replace(preset.finetune, max_steps=args.finetune_steps)
-        preset.finetune = replace(preset.finetune, precision=getattr(args, "finetune_precision", "fp32"))
+        # The loops own stopping (patience, wall time, max steps): the limits travel in each trial's config.
+        if args.pretrain_time_limit <= 0 or args.finetune_time_limit <= 0:
+            raise RelcoreError("--pretrain-time-limit and --finetune-time-limit must be > 0 seconds")
+        preset.pretrain = replace(preset.pretrain, time_limit_s=args.pretrain_time_limit)
+        preset.finetune = replace(preset.finetune, precision=args.finetune_precision,
+                                  time_limit_s=args.finetune_time_limit)
         if args.max_failures < 0 or args.cpus_per_trial <= 0 or args.num_samples < 1:
             raise RelcoreError("--max-failures must be >= 0, --cpus-per-trial > 0, --num-samples >= 1")
         if args.gpus_per_trial < 0 or args.memory_per_trial < 0 or (args.num_cpus is not None and args.num_cpus < 1):
@@ -210,7 +219,7 @@ class Sweep:
                                    "finish it (--resume) or pretrain here")
             theirs_trial = space.trial_config(found[0].config)
             for part in ("dataset", "backbone", "pretrain"):
-                if theirs_trial.get(part) != ours[part]:
+                if _without_limits(theirs_trial.get(part)) != _without_limits(ours[part]):
                     raise RelcoreError(f"sweep '{source}' pretrained {ours['key']} with other {part} "
                                        "settings: its checkpoints cannot stand in for this sweep's")
             matched += found
@@ -240,13 +249,11 @@ class Sweep:
             pre = self._reuse_stage(self.args.pretrained_from)
         else:
             pre = self._run_stage("pretrain", pretrain_trainable, self._pretrain_space(),
-                                  self.args.pretrain_time_limit, self.preset.pretrain.patience,
                                   len(space.pretrain_trials(self.dataset_dict, self.preset, {})))
         checkpoints = self._checkpoints(pre.results)
         ft_trials = space.finetune_trials(self.dataset_dict, self.tasks, self.preset, {}, checkpoints,
                                           train_rows)
-        ft = self._run_stage("finetune", finetune_trainable, {"trial": tune.grid_search(ft_trials)},
-                             self.args.finetune_time_limit, self.preset.finetune.patience, len(ft_trials))
+        ft = self._run_stage("finetune", finetune_trainable, {"trial": tune.grid_search(ft_trials)}, len(ft_trials))
         table = self._trial_table(ft.results)
         # resumed: the stages' accumulated wall time, not only this run's
         self._summary(table, pre, ft, max(time.time() - start, pre.wall_s + ft.wall_s), info.cpus)
@@ -268,8 +275,7 @@ class Sweep:
                          "aggr": tune.choice(list(g.aggr)), "corruption": tune.choice(list(g.corruption))},
                 "base": trials[0]}
 
-    def _run_stage(self, stage: str, trainable, param_space: dict, time_limit: float, patience: int,
-                   total: int) -> StageOutcome:
+    def _run_stage(self, stage: str, trainable, param_space: dict, total: int) -> StageOutcome:
         start = time.time()
         parent = tracking.stage_run(self.client, self.experiment_id, stage, self._stage_params())
         # A resumed stage's wall time continues from its earlier runs (tracking.StageClock keeps
@@ -289,7 +295,6 @@ class Sweep:
             tuner = tune.Tuner.restore(path, trainable=runnable, resume_unfinished=True,
                                        resume_errored=False, param_space=param_space)
         else:
-            stoppers = TrialStoppers(time_limit, patience)
             optuna = stage == "pretrain" and self.args.search == "optuna"
             tune_config = tune.TuneConfig(reuse_actors=True)
             if optuna:
@@ -302,11 +307,11 @@ class Sweep:
             tuner = tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
                                run_config=tune.RunConfig(
                                    name=f"{self.args.name}-{stage}", storage_path=self.storage,
-                                   stop=stoppers, verbose=0,
+                                   verbose=0,
                                    failure_config=tune.FailureConfig(max_failures=self.args.max_failures),
                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                    callbacks=[tracking.TrialRunLogger(self.args.mlflow_uri, self.args.name,
-                                                                      stage, parent, stoppers.reasons),
+                                                                      stage, parent),
                                               ProgressLine(stage, total), DropLoopState()]))
         self._catch_stop_signals()
         with tracking.StageClock(self.args.mlflow_uri, parent, start=start) as clock:

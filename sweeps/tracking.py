@@ -20,7 +20,6 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-from sweeps.stoppers import shared_stop_reasons
 from sweeps.space import trial_config
 
 # Where a trial runs: Tune adds node_ip and hostname to every result (node_id: the trainables).
@@ -38,9 +37,17 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# MLflow's UI opens an experiment without this tag on its GenAI (traces) page; with it, on
+# the runs table. The value is the UI's own for "Machine learning / model training".
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def get_experiment_id(client: MlflowClient, name: str) -> str:
+    """The sweep's experiment, created as a model-training one if it does not exist yet."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
 
 
 def find_run(client: MlflowClient, experiment_id: str, **tags: str):
@@ -151,17 +158,11 @@ def numeric_metrics(result: dict) -> dict[str, float]:
 class TrialRunLogger(MLflowLoggerCallback):
     """Ray's MLflow logger callback, made resumable and nested (see module docstring)."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str, stage: str, parent_run_id: str,
-                 reasons: dict[str, str]):
+    def __init__(self, tracking_uri: str, experiment_name: str, stage: str, parent_run_id: str):
         super().__init__(tracking_uri=tracking_uri, experiment_name=experiment_name,
                          tags={"mlflow.parentRunId": parent_run_id, "stage": stage, "kind": "trial"})
         self.stage = stage
-        self.reasons = reasons  # the stoppers' StopReasons: shared again after a resume
         self._last: dict[str, dict] = {}
-
-    def __setstate__(self, state: dict) -> None:  # tuner.pkl files saved before StopReasons
-        self.__dict__.update(state)
-        self.reasons = shared_stop_reasons(self.reasons)
 
     # Ray calls setup() in the driver before the first trial starts.
     def setup(self, *args, **kwargs):
@@ -216,8 +217,7 @@ class TrialRunLogger(MLflowLoggerCallback):
     def log_trial_end(self, trial, failed: bool = False) -> None:
         run_id = self._trial_runs[trial]
         last = self._last.get(trial.trial_id, {})
-        reason = "error" if failed else (self.reasons.get(trial.trial_id)
-                                         or last.get("done_reason") or "completed")
+        reason = "error" if failed else last.get("done_reason", "completed")  # the loop's own
         tags = [RunTag("stop_reason", str(reason))]
         if failed:
             error = _trial_error(trial)

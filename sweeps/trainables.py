@@ -190,7 +190,7 @@ def finetune_trainable(config: dict) -> None:
     def report(step: int, metrics: dict, checkpoint: str | None) -> None:
         if f"val/{metric}" not in metrics:
             return None
-        # monitor_best at every evaluation: a trial the patience stopper ends sends no summary
+        # monitor_best at every evaluation: the progress line reads it before the closing summary
         out = {**metrics, "monitor": metrics[f"val/{metric}"], "monitor_best": metrics[f"best/val/{metric}"],
                "monitor_higher": float(higher), "setup_s": setup_s, **_where(), **_memory()}
         files = {STATE_FILE: state_path} if checkpoint else {}

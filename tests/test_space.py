@@ -77,7 +77,6 @@ def test_reference_preset_fine_tunes_as_the_reference_code(f1_raw_dir, f1_datase
     assert (dnf["fanouts"], dnf["max_steps"], dnf["eval_every"], dnf["seed"], dnf["mode"]) == \
         ([128, 64], 440, 22, 1, "B")
     assert by_key["driver-position-P-linear-L2-sum-c0.2-s0"]["regression_loss"] == "l1"
-    assert preset.finetune.patience == 10  # what the sweep's patience stopper uses
     # an overridden step budget still caps the run (--finetune-steps)
     short = space.get_preset("reference")
     short.finetune = replace(short.finetune, max_steps=30)

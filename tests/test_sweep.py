@@ -95,6 +95,8 @@ def test_quick_preset_end_to_end(quick_sweep):
 
     summary = [r for r in runs if r.data.tags.get("kind") == "summary"]
     assert len(summary) == 1
+    # marked as model training, so that `mlflow ui` opens the experiment on its runs table
+    assert client.get_experiment_by_name("quick").tags["mlflow.experimentKind"] == "custom_model_development"
     metrics = summary[0].data.metrics
     for regime in ("B", "P", "PF", "R"):
         assert f"customer-churn.linear.{regime}.test.roc_auc_mean" in metrics
@@ -295,13 +297,15 @@ def test_a_sweep_fine_tunes_another_sweeps_checkpoints(quick_sweep):
                          (("--pretrained-from", "quick", "--corruption", "0.4"),
                           "has no finished pretraining trial linear-L2-sum-c0.4-s0"),
                          (("--pretrained-from", "quick", "--pretrain-steps", "7"), "with other pretrain settings"),
+                         (("--pretrained-from", "quick", "--db-cut", "full"), "with other dataset settings"),
                          (("--pretrained-from", "quick", "--search", "optuna"), "--search does not apply")):
         refused = run_sweep(tmp, "reuse", *extra, timeout=120)
         assert refused.returncode == 2 and error in refused.stderr, refused.stderr[-2000:]
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert not (tmp / "ray" / "reuse-finetune").exists()
 
-    done = run_sweep(tmp, "reuse", "--pretrained-from", "quick", "--tasks", "customer-churn")
+    done = run_sweep(tmp, "reuse", "--pretrained-from", "quick", "--tasks", "customer-churn",
+                     "--pretrain-time-limit", "60")  # a trial limit is no pretraining setting
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pretraining reused from sweep 'quick' (2 checkpoints)" in done.stdout
     _, runs = runs_of(tmp, "reuse")
@@ -309,11 +313,11 @@ def test_a_sweep_fine_tunes_another_sweeps_checkpoints(quick_sweep):
     parent = next(r for r in runs if r.data.tags.get("stage") == "pretrain" and r.data.tags.get("kind") == "stage")
     assert parent.data.params["pretrained_from"] == "quick" and parent.info.status == "FINISHED"
     ours = {r.data.tags["trial_key"]: r for r in trial_runs(runs, "finetune")}
-    assert len(ours) == 6 and all(r.info.status == "FINISHED" for r in ours.values())  # 2 B + 2 P + 2 PF
+    assert len(ours) == 8 and all(r.info.status == "FINISHED" for r in ours.values())  # 2 B + 2 R + 2 P + 2 PF
     _, source_runs = runs_of(tmp, "quick")
     theirs = {r.data.tags["trial_key"]: r for r in trial_runs(source_runs, "finetune")}
     for key, run in ours.items():
-        if "-B-" in key:
+        if "-B-" in key or "-R-" in key:
             continue
         assert any(str(tmp / "ray" / "quick-pretrain") in v for v in run.data.params.values()), key
         assert run.data.metrics["best/val/roc_auc"] == pytest.approx(theirs[key].data.metrics["best/val/roc_auc"],
@@ -475,6 +479,8 @@ def test_existing_sweep_needs_resume(quick_sweep):
     (["--cpus-per-trial", "3"], "a trial asks for 3 CPU / 0 GPU"),  # the local Ray has 2
     (["--gpus-per-trial", "64"], "but no node has that much: nodes have 2 CPU / "),
     (["--mlflow-uri", "nosuch://x"], "MLflow store nosuch://x cannot be opened"),
+    (["--finetune-time-limit", "0"], "--finetune-time-limit must be > 0 seconds"),
+    (["--finetune-seeds", "0"], "--finetune-seeds must be >= 1"),
 ])
 def test_bad_input_refused_before_any_trial(tmp_path, monkeypatch, capsys, args, needle):
     from sweeps.run_grid import main  # in-process: same entry point, no interpreter start-up
@@ -500,9 +506,12 @@ def test_unwritable_storage(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "m.db").exists()
 
 
-def test_optuna_search_explores_the_same_space(tmp_path):
+def test_optuna_search_explores_the_same_space_and_the_loops_honour_the_time_limits(tmp_path):
+    """Optuna's trials log the grid's params. The time limits reach the loops, which own
+    stopping: 1 s ends every pretraining trial before its step budget, and a fine-tuning
+    limit above the 2-h default is the one its trials run under."""
     out = run_sweep(tmp_path, "optuna", "--search", "optuna", "--num-samples", "2", "--tasks", "customer-churn",
-                    "--corruption", "0.2,0.4")
+                    "--corruption", "0.2,0.4", "--pretrain-time-limit", "1", "--finetune-time-limit", "9000")
     assert out.returncode == 0, out.stderr[-3000:]
     _, runs = runs_of(tmp_path, "optuna")
     pre = trial_runs(runs, "pretrain")
@@ -510,6 +519,10 @@ def test_optuna_search_explores_the_same_space(tmp_path):
     for r in pre:  # Optuna sampled the axes; each trial logs the same params as a grid trial
         assert r.data.params["pretrain.corruption"] in ("0.2", "0.4")
         assert r.data.params["backbone.layers"] == "2" and r.data.params["stage"] == "pretrain"
+        assert r.data.params["pretrain.time_limit_s"] == "1.0"
+        assert r.data.tags["stop_reason"] == "time_limit" and r.data.metrics["steps"] < 20  # the step budget
+    for r in trial_runs(runs, "finetune"):
+        assert r.data.params["finetune.time_limit_s"] == "9000.0" and r.data.tags["stop_reason"] == "max_steps"
     ft = trial_runs(runs, "finetune")
     checkpoints = {r.data.tags["pretrain_key"] for r in ft if r.data.tags["regime"] in ("P", "PF")}
     assert checkpoints == {r.data.tags["trial_key"] for r in pre}
@@ -582,7 +595,8 @@ def test_merge_of_parts_is_the_sweeps_own_table_and_refuses_mixed_cells(quick_sw
     own[own.task != "customer-churn"].to_csv(b, index=False)
     page = tmp / "merged.md"
     page.write_text("# parts\n<!-- merge:begin -->\n<!-- merge:end -->\nreading\n")
-    done = subprocess.run([*script, str(a), str(b), "--csv", str(tmp / "merged.csv"), "--page", str(page)],
+    done = subprocess.run([*script, str(a), str(b), "--csv", str(tmp / "merged.csv"), "--page", str(page),
+                           "--against", f"own={tmp / 'runs' / 'quick' / 'results.csv'}"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     merged, theirs = pd.read_csv(tmp / "merged.csv"), pd.read_csv(tmp / "runs" / "quick" / "results.csv")
@@ -590,6 +604,9 @@ def test_merge_of_parts_is_the_sweeps_own_table_and_refuses_mixed_cells(quick_sw
     text = page.read_text()
     assert text.startswith("# parts\n<!-- merge:begin -->\nMerged by `sweeps/merge.py` from 2 part(s), 15 ")
     assert text.endswith("<!-- merge:end -->\nreading\n") and "P − R" in text
+    # --against sets another results.csv beside the merged cells: here the sweep's own, so each pair is equal
+    pairs = [line.split(" | ")[-2:] for line in text.splitlines() if line.startswith("| customer-") and "(n=" in line]
+    assert len(pairs) == 8 and all(x == y.rstrip(" |") for x, y in pairs), pairs
 
     full = own[own.task == "customer-churn"].assign(db_cut="full")
     full.to_csv(tmp / "part-full.csv", index=False)
