@@ -19,11 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-if __package__ in (None, ""):  # run as a script: make `sweeps` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from relcore.errors import RelcoreError  # noqa: E402
-from sweeps import aggregate, pages, paper, report, trials  # noqa: E402
+from relcore.errors import RelcoreError
+from sweeps import aggregate, pages, paper, report, trials
 
 BLOCK = "merge"
 

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-if __package__ in (None, ""):  # run as a script: make `sweeps` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from sweeps import aggregate  # noqa: E402
-from sweeps.report import BACKBONE_LABEL, REGIME_LABEL, metric_units  # noqa: E402
+from sweeps import aggregate
+from sweeps.report import BACKBONE_LABEL, REGIME_LABEL, metric_units
 
 # Peleška & Šír (2025), Table 3, rel-f1: (val, test); AUROC in %, MAE in positions.
 PAPER: dict[tuple[str, str, str], tuple[float, float]] = {

@@ -24,13 +24,10 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-if __package__ in (None, ""):  # run as a script: make `sweeps` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from relcore.errors import RelcoreError  # noqa: E402
-from sweeps import aggregate, report, store  # noqa: E402
-from sweeps.space import Grid  # noqa: E402
-from sweeps.trials import TrialRow, frame  # noqa: E402
+from relcore.errors import RelcoreError
+from sweeps import aggregate, report, store
+from sweeps.space import Grid
+from sweeps.trials import TrialRow, frame
 
 
 class SweepNotFound(RelcoreError):

@@ -29,21 +29,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import Report, cost_only_checkpoint, load_f1  # noqa: E402
-from bench_scale import step_timer  # noqa: E402
+from common import Report, cost_only_checkpoint, load_f1, step_timer
 
-from relcore.data import load_task  # noqa: E402
-from relcore.finetune import FinetuneConfig, SplitTable, finetune  # noqa: E402
-from relcore.models import BackboneConfig, GraphMeta, RDLBackbone  # noqa: E402
-from relcore.sampling import TemporalNeighborSampler  # noqa: E402
+from relcore.data import load_task
+from relcore.finetune import FinetuneConfig, SplitTable, finetune
+from relcore.models import BackboneConfig, GraphMeta, RDLBackbone
+from relcore.sampling import TemporalNeighborSampler
 
 
 def batch_size_of(graph, task, layers: int, batch: int, seed: int) -> tuple[int, int, int]:

@@ -32,57 +32,19 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scale import step_timer  # noqa: E402
+from common import Report, cost_only_checkpoint, step_timer
 
-from relcore.data import DatasetSpec, load_dataset, load_task  # noqa: E402
-from relcore.finetune import FinetuneConfig, finetune  # noqa: E402
-from relcore.graph import build_graph  # noqa: E402
-from relcore.models import BackboneConfig  # noqa: E402
-from relcore.pretrain import PretrainConfig, pretrain  # noqa: E402
+from relcore.data import DatasetSpec, load_dataset, load_task
+from relcore.finetune import FinetuneConfig, finetune
+from relcore.graph import build_graph
+from relcore.models import BackboneConfig
+from relcore.pretrain import PretrainConfig, pretrain
 
 NEVER = 10**9  # eval_every for timing runs: validate only at the last step
-
-
-class Report:
-    """Lines printed as they come and rewritten to ``path`` after each (a timeout keeps them)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path, self.lines = path, []
-
-    @classmethod
-    def start(cls, path: str | None, title: str, note: str) -> "Report":
-        """A report opened with its title and when, where and how it was measured."""
-        out = cls(Path(path) if path else None)
-        out(f"# {title}")
-        out(f"\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores; torch {torch.__version__}; "
-            f"{note}; load average at start {os.getloadavg()[0]:.2f}")
-        return out
-
-    def __call__(self, line: str = "") -> None:
-        print(line, flush=True)
-        self.lines.append(line)
-        if self.path is not None:
-            self.path.write_text("\n".join(self.lines) + "\n")
-
-
-def load_f1(raw_dir: str | None):
-    """(spec, dataset, graph, pretraining cut-off) of rel-f1 from its raw files."""
-    spec = DatasetSpec("rel-f1", raw_dir=raw_dir)
-    dataset = load_dataset(spec)
-    return spec, dataset, build_graph(dataset.get_db()), int(dataset.val_timestamp.timestamp())
-
-
-def cost_only_checkpoint(graph, backbone: BackboneConfig, max_time: int, out_dir: Path, device: str = "cpu") -> str:
-    """A pretrained ``backbone.pt`` after one step, for P and P&F runs that measure cost:
-    their metrics would be meaningless, their cost is not."""
-    pretrain(graph, backbone, PretrainConfig(max_steps=1, val_subgraphs=1, device=device), max_time, out_dir=out_dir)
-    return str(out_dir / "backbone.pt")
 
 
 def pretrain_step(graph, max_time, table_model: str, device: str, steps: int, skip: int) -> float:

@@ -26,9 +26,10 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
+
+from common import Report, load_f1, step_timer
 
 VARIANTS = {
     "default": {},
@@ -51,10 +52,6 @@ def child(args: argparse.Namespace) -> None:
     import ctypes
 
     import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_device import load_f1
-    from bench_scale import step_timer
 
     from relcore.data import load_task
     from relcore.finetune import FinetuneConfig, finetune
@@ -96,9 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.child:
         return child(args)
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_device import Report
 
     out = Report.start(args.out, f"Fine-tuning memory on rel-f1 ({args.task}, ResNet-SAGE B, {args.layers} layers, "
                        f"batch {args.batch}, fan-out 128 per hop)", "1 torch thread, one child process per variant")

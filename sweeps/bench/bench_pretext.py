@@ -24,22 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from relcore.data import DatasetSpec, get_db, load_dataset  # noqa: E402
-from relcore.graph import build_graph  # noqa: E402
-from relcore.loop import seed_everything  # noqa: E402
-from relcore.losses import ContrastiveObjective  # noqa: E402
-from relcore.models import GraphMeta, RDLBackbone, load_backbone, read_checkpoint  # noqa: E402
-from relcore.pretrain import (ContrastiveStep, PretrainConfig, evaluate, pretext_sources,  # noqa: E402
-                              validation_pairs)
-from relcore.sampling.batch import disjoint_union  # noqa: E402
+from relcore.data import DatasetSpec, get_db, load_dataset
+from relcore.graph import build_graph
+from relcore.loop import seed_everything
+from relcore.losses import ContrastiveObjective
+from relcore.models import GraphMeta, RDLBackbone, load_backbone, read_checkpoint
+from relcore.pretrain import ContrastiveStep, PretrainConfig, evaluate, pretext_sources, validation_pairs
+from relcore.sampling.batch import disjoint_union
 
 
 @torch.no_grad()

@@ -29,18 +29,15 @@ loader also ran the partial batch).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import Report, load_f1  # noqa: E402
+from common import Report, load_f1
 
-from relcore.data import load_task  # noqa: E402
-from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol, train_rows  # noqa: E402
-from relcore.models import BackboneConfig  # noqa: E402
+from relcore.data import load_task
+from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol, train_rows
+from relcore.models import BackboneConfig
 
 TASKS = ("driver-dnf", "driver-top3", "driver-position")
 

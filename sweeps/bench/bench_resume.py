@@ -19,21 +19,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_device import Report, cost_only_checkpoint, load_f1  # noqa: E402
-from bench_scale import step_timer  # noqa: E402
+from common import Report, cost_only_checkpoint, load_f1, step_timer
 
-from relcore.data import load_task  # noqa: E402
-from relcore.finetune import FinetuneConfig, finetune  # noqa: E402
-from relcore.models import BackboneConfig  # noqa: E402
-from relcore.resume import save_state  # noqa: E402
+from relcore.data import load_task
+from relcore.finetune import FinetuneConfig, finetune
+from relcore.models import BackboneConfig
+from relcore.resume import save_state
 
 EVAL_EVERY = 100  # the paper preset's steps between evaluations
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch_geometric.data import HeteroData
+
+from common import cycling, pyg_view
 
 from relcore.data import DatasetSpec, entity_task_names, load_dataset, load_task
 from relcore.graph import RelGraph, build_graph
@@ -85,19 +86,6 @@ def temporal_seeds(spec: DatasetSpec, dataset, task_name: str | None) -> tuple[s
     return task.entity_table, ids, times, task_name
 
 
-def pyg_view(graph: RelGraph) -> HeteroData:
-    """The graph's tensors (shared, not copied) with explicit ``num_nodes`` for PyG."""
-    out = HeteroData()
-    for t in graph.node_types:
-        out[t].tf = graph.data[t].tf
-        out[t].num_nodes = graph.num_nodes(t)
-        if "time" in graph.data[t]:
-            out[t].time = graph.data[t].time
-    for et in graph.edge_types:
-        out[et].edge_index = graph.data[et].edge_index
-    return out
-
-
 def report(name: str, rate: float, per_call: int = 1, unit: str = "subgraphs/s") -> None:
     extra = f" = {rate * per_call:,.0f} seed-subgraphs/s" if per_call > 1 else ""
     print(f"  {name:<58s} {rate:9.1f} {unit} ({1e3 / rate:7.2f} ms/call){extra}")
@@ -129,20 +117,6 @@ def bench_hg(graph: RelGraph, args, with_pyg: bool) -> None:
     if with_pyg:
         ours, full, bare = rates[next(iter(fns))], *list(rates.values())[-2:]
         print(f"  ratio ours/PyG: {ours / full:.2f}x vs HGTLoader, {ours / bare:.2f}x vs bare hgt_sample")
-
-
-def cycling(loader) -> Callable[[int], object]:
-    """``next`` over a loader, restarting it when exhausted."""
-    state = {"it": iter(loader)}
-
-    def call(_: int):
-        try:
-            return next(state["it"])
-        except StopIteration:
-            state["it"] = iter(loader)
-            return next(state["it"])
-
-    return call
 
 
 def bench_temporal(graph: RelGraph, spec, dataset, args, with_pyg: bool) -> None:

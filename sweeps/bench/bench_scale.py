@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,27 +38,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from common import step_timer
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-
-
-def step_timer():
-    """A loop callback recording when each training step was reported, and
-    ``median_step(skip=0)``: the median gap between consecutive pure training steps
-    (neither end ran a validation pass), leaving out steps ``<= skip`` (warm-up)."""
-    stamps: list[tuple[int, float, bool]] = []
-
-    def callback(step, metrics, checkpoint=None):
-        evaluated = any(k.startswith("val/") for k in metrics)
-        stamps.append((step, time.perf_counter(), evaluated))
-        return False
-
-    def median_step(skip: int = 0) -> float:
-        gaps = [b[1] - a[1] for a, b in zip(stamps, stamps[1:])
-                if b[0] == a[0] + 1 and b[0] > skip and not b[2] and not a[2]]
-        return statistics.median(gaps) if gaps else float("nan")
-
-    return callback, median_step
 
 
 def measure(size: str, args: argparse.Namespace) -> dict:

@@ -61,22 +61,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common import cycling, pyg_view
+
+from relcore.corruption import MarginalPool
+from relcore.data import DatasetSpec, load_dataset, load_task
+from relcore.finetune import SplitTable, TaskModel, freeze_for_mode
+from relcore.graph import build_graph
+from relcore.loop import autocast
+from relcore.losses import ContrastiveObjective
+from relcore.models import BackboneConfig, GraphMeta, RDLBackbone
+from relcore.corruption import corrupt_batch
+from relcore.pretrain import ContrastiveStep, PretrainConfig
+from relcore.sampling import HGSampler, TemporalNeighborSampler
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))  # bench_samplers, peers
-
-from bench_samplers import cycling, pyg_view  # noqa: E402
-
-from relcore.corruption import MarginalPool  # noqa: E402
-from relcore.data import DatasetSpec, load_dataset, load_task  # noqa: E402
-from relcore.finetune import SplitTable, TaskModel, freeze_for_mode  # noqa: E402
-from relcore.graph import build_graph  # noqa: E402
-from relcore.loop import autocast  # noqa: E402
-from relcore.losses import ContrastiveObjective  # noqa: E402
-from relcore.models import BackboneConfig, GraphMeta, RDLBackbone  # noqa: E402
-from relcore.corruption import corrupt_batch  # noqa: E402
-from relcore.pretrain import ContrastiveStep, PretrainConfig  # noqa: E402
-from relcore.sampling import HGSampler, TemporalNeighborSampler  # noqa: E402
 
 LINES: list[str] = []  # everything printed, for the results file
 

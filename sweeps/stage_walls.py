@@ -11,7 +11,7 @@ stage's trials logged before the next driver run began. Work a kill cut after a 
 last report is not in that wall time (it was redone after the resume, and the redone part
 is), so the share it gives is a slight underestimate of what an unbroken clock would show.
 
-    .venv/bin/python sweeps/bench/stage_walls.py --name rel-f1-paper --stage finetune \\
+    .venv/bin/python sweeps/stage_walls.py --name rel-f1-paper --stage finetune \\
         --mlflow-uri sqlite:////work/grid/mlruns.db --log /work/grid/log-1.txt \\
         --log /work/grid/log-2.txt --log /work/grid/log.txt --slots 2
 """
@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import bisect
 import re
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from sweeps.aggregate import overhead_share  # noqa: E402
-from sweeps.status import trial_busy_s  # noqa: E402
+from sweeps.aggregate import overhead_share
+from sweeps.status import trial_busy_s
 
 SESSION = re.compile(r"/ray/session_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)")
 

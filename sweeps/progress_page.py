@@ -1,6 +1,6 @@
 """Rewrite the generated part of a results page from a running (or finished) sweep.
 
-    .venv/bin/python sweeps/bench/progress_page.py --name rel-f1-paper \\
+    .venv/bin/python sweeps/progress_page.py --name rel-f1-paper \\
         --mlflow-uri sqlite:////work/grid/mlruns.db \\
         --page sweeps/bench/results/rel-f1.md --csv sweeps/bench/results/rel-f1-partial.csv
 
@@ -22,12 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-if __package__ in (None, ""):  # run as a script: make `sweeps` and the bench importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from relcore.errors import RelcoreError  # noqa: E402
-from sweeps import aggregate, pages, report, status  # noqa: E402
-from sweeps import paper as paper_table  # noqa: E402
+from relcore.errors import RelcoreError
+from sweeps import aggregate, pages, report, status
+from sweeps import paper as paper_table
 
 BLOCK = "progress"
 
