@@ -28,8 +28,8 @@ if __package__ in (None, ""):  # run as a script: make `sweeps` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relcore.errors import RelcoreError  # noqa: E402
-from sweeps import aggregate, report, store  # noqa: E402
-from sweeps.space import Grid  # noqa: E402
+from sweeps import aggregate, report, store, tracking  # noqa: E402
+from sweeps.space import FinetuneTrial, Grid  # noqa: E402
 from sweeps.trials import TrialRow, frame  # noqa: E402
 
 
@@ -204,20 +204,15 @@ def trial_slots(runs: SweepRuns, stages: pd.DataFrame) -> int:
 
 def finished_finetune_trials(runs: SweepRuns, dataset: str) -> pd.DataFrame:
     """Finished fine-tuning trials as ``trials.csv`` rows (:mod:`sweeps.trials`), rebuilt
-    from each trial run's params (the trial config, flattened) and its last metrics."""
+    from each trial run's params (its :class:`~sweeps.space.FinetuneTrial`, flattened) and
+    its last metrics."""
     rows = []
     for r in runs.trials("finetune"):
         if r.info.status != "FINISHED":
             continue
-        m, p = r.data.metrics, r.data.params
+        m = r.data.metrics
         metric = "roc_auc" if "best/val/roc_auc" in m else "mae"
-        trial = {"dataset": {"name": dataset, "db_cut": p.get("dataset.db_cut", "test")},
-                 "task": r.data.tags.get("task"), "regime": r.data.tags.get("regime"),
-                 "key": r.data.tags.get("trial_key"), "protocol": p.get("protocol", ""),
-                 "corruption": None if p.get("corruption") in (None, "None") else float(p["corruption"]),
-                 "backbone": {"table_model": r.data.tags.get("table_model"),
-                              "layers": p.get("backbone.layers", 0), "aggr": p.get("backbone.aggr", "")},
-                 "finetune": {"seed": p.get("finetune.seed", 0)}}
+        trial = FinetuneTrial.from_dict(tracking.unflatten(r.data.params))
         rows.append(TrialRow.from_result(trial, {**m, "metric": metric, "done_reason": r.data.tags.get("stop_reason")}))
     return frame(rows)
 
