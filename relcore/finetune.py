@@ -27,19 +27,9 @@ from relbench.modeling.utils import to_unix_time
 
 from relcore.errors import RelcoreError
 from relcore.graph import RelGraph
-from relcore.loop import (
-    PRECISIONS,
-    Callback,
-    EarlyStopping,
-    autocast,
-    WallClock,
-    notify,
-    resolve_device,
-    seed_everything,
-    why_stop,
-)
+from relcore.loop import PRECISIONS, Callback, EarlyStopping, WallClock, autocast, resolve_device, seed_everything
 from relcore.models import BackboneConfig, GraphMeta, MLPHead, RDLBackbone, load_backbone
-from relcore.resume import load_state, loop_state, resume_loop, run_identity, save_state
+from relcore.resume import ResumableLoop, run_identity
 from relcore.sampling.temporal import TemporalNeighborSampler
 
 MODES = ("B", "P", "PF", "R")
@@ -270,20 +260,17 @@ def finetune(
         y = (y - y_mean) / y_std
         return F.mse_loss(z, y) if config.regression_loss == "mse" else F.l1_loss(z, y)
 
-    clock, stopper = WallClock(config.time_limit_s), EarlyStopping(config.patience, higher)
     history: list[dict] = []
     best_state, best_val, best_test = copy.deepcopy(model.state_dict()), {}, {}
     order, cursor = torch.randperm(len(train.ids), generator=gen), 0
-    step, reason = 0, None
     run = run_identity("finetune", config.to_dict(), task=task_name, backbone=model.backbone.config.to_dict())
-    if state_path is not None and os.path.exists(state_path):
-        state = load_state(state_path, run)
-        step, stopper, clock = resume_loop(state, model, optimizer, gen, device, config.time_limit_s)
+    loop = ResumableLoop(run, state_path, callback, model, optimizer, gen, device,
+                         EarlyStopping(config.patience, higher), WallClock(config.time_limit_s), config.max_steps)
+    if (state := loop.resume()) is not None:
         best_state, best_val, best_test = state["best_state"], state["best_val"], state["best_test"]
         history, order, cursor = state["history"], state["order"], state["cursor"]
-        reason = why_stop(False, stopper, clock)  # set if it had ended when it was saved
-    while reason is None and step < config.max_steps:
-        step += 1
+    while loop.next_step():
+        step = loop.step
         if cursor + config.batch_size > len(order):  # new epoch
             order, cursor = torch.randperm(len(train.ids), generator=gen), 0
         idx = order[cursor: cursor + config.batch_size]
@@ -302,25 +289,21 @@ def finetune(
         if evaluated:
             val_metrics = task.evaluate(predict(val), val.table)
             metrics.update({f"val/{k}": float(v) for k, v in val_metrics.items()})
-            metrics["time/seconds"] = clock.elapsed
-            if stopper.update(step, float(val_metrics[metric])):
+            metrics["time/seconds"] = loop.clock.elapsed
+            if loop.stopper.update(step, float(val_metrics[metric])):
                 # Test is measured for every new best-by-validation state, so a run
-                # stopped from outside (a Tune stopper) still has the selected state's
+                # stopped from outside (its callback) still has the selected state's
                 # test metrics. Selection never looks at them.
                 best_state, best_val = copy.deepcopy(model.state_dict()), val_metrics
                 best_test = task.evaluate(predict(test), test.table)
             metrics.update({f"best/val/{k}": float(v) for k, v in best_val.items()})
             metrics.update({f"best/test/{k}": float(v) for k, v in best_test.items()})
-            metrics["best/step"] = stopper.best_step
+            metrics["best/step"] = loop.stopper.best_step
         history.append(metrics)
-        saved = None
-        if evaluated and state_path is not None:
-            save_state(state_path, loop_state(run, step, model, optimizer, stopper, clock, gen, device,
-                                              order=order, cursor=cursor, history=history, best_state=best_state,
-                                              best_val=best_val, best_test=best_test))
-            saved = str(state_path)
-        reason = why_stop(notify(callback, step, metrics, saved), stopper, clock)
-    stop_reason = reason or "max_steps"
+        loop.end_step(metrics, evaluated, order=order, cursor=cursor, history=history, best_state=best_state,
+                      best_val=best_val, best_test=best_test)
+    stop_reason = loop.reason or "max_steps"
+    step, stopper, clock = loop.step, loop.stopper, loop.clock
 
     if not best_val:  # stopped before the first evaluation
         best_val = task.evaluate(predict(val), val.table)

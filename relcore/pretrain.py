@@ -20,18 +20,10 @@ from torch_geometric.data import HeteroData
 from relcore.corruption import MarginalPool, corrupt_batch
 from relcore.errors import RelcoreError
 from relcore.graph import RelGraph
-from relcore.loop import (
-    Callback,
-    EarlyStopping,
-    WallClock,
-    notify,
-    resolve_device,
-    seed_everything,
-    why_stop,
-)
+from relcore.loop import Callback, EarlyStopping, WallClock, notify, resolve_device, seed_everything
 from relcore.losses import ContrastiveObjective
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone, save_backbone
-from relcore.resume import load_state, loop_state, resume_loop, run_identity, save_state
+from relcore.resume import ResumableLoop, run_identity
 from relcore.sampling.batch import disjoint_union
 from relcore.sampling.hgt import HGSampler
 
@@ -136,27 +128,24 @@ def pretrain(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     checkpoint = str(out / "backbone.pt") if out is not None else None
-    clock, stopper = WallClock(config.time_limit_s), EarlyStopping(config.patience)
     run = run_identity("pretrain", config.to_dict(), backbone=backbone_config.to_dict(), max_time=max_time,
                        graph=graph.key)
-    step, reason = 0, None
-    if state_path is not None and os.path.exists(state_path):
-        if checkpoint is None or not os.path.exists(checkpoint):
-            raise RelcoreError(f"resuming from {state_path} needs the run's best backbone in out_dir")
-        state = load_state(state_path, run)
-        step, stopper, clock = resume_loop(state, model, optimizer, gen, device, config.time_limit_s)
+    loop = ResumableLoop(run, state_path, callback, model, optimizer, gen, device, EarlyStopping(config.patience),
+                         WallClock(config.time_limit_s), config.max_steps)
+    if loop.can_resume and (checkpoint is None or not os.path.exists(checkpoint)):
+        raise RelcoreError(f"resuming from {state_path} needs the run's best backbone in out_dir")
+    if (state := loop.resume()) is not None:
         initial, best, final, history = state["initial"], state["best"], state["final"], state["history"]
-        reason = why_stop(False, stopper, clock)  # set if it had ended when it was saved
     else:
         initial = final = evaluate(model, val_set)
-        stopper.update(0, initial["loss"])
+        loop.stopper.update(0, initial["loss"])
         best = dict(initial)
         _save(backbone, checkpoint, graph, config, 0, initial)
         history = [{"step": 0, **{f"val/{k}": v for k, v in initial.items()}, "best/val/loss": initial["loss"]}]
         notify(callback, 0, history[-1], checkpoint)
 
-    while reason is None and step < config.max_steps:
-        step += 1
+    while loop.next_step():
+        step = loop.step
         model.train()
         clean, corrupted = _pair(sampler, config, pool, gen, device)
         losses = model(clean, corrupted)
@@ -171,19 +160,16 @@ def pretrain(
         if evaluated:
             final = evaluate(model, val_set)
             metrics.update({f"val/{k}": v for k, v in final.items()})
-            metrics["time/seconds"] = clock.elapsed
-            if stopper.update(step, final["loss"]):
+            metrics["time/seconds"] = loop.clock.elapsed
+            if loop.stopper.update(step, final["loss"]):
                 best = dict(final)
                 _save(backbone, checkpoint, graph, config, step, final)
                 saved = checkpoint
             metrics["best/val/loss"] = best["loss"]
         history.append(metrics)
-        if evaluated and state_path is not None:
-            save_state(state_path, loop_state(run, step, model, optimizer, stopper, clock, gen, device,
-                                              history=history, initial=initial, best=best, final=final))
-            saved = str(state_path)
-        reason = why_stop(notify(callback, step, metrics, saved), stopper, clock)
-    stop_reason = reason or "max_steps"
+        loop.end_step(metrics, evaluated, saved, history=history, initial=initial, best=best, final=final)
+    stop_reason = loop.reason or "max_steps"
+    step, stopper, clock = loop.step, loop.stopper, loop.clock
 
     seconds = clock.elapsed
     if out is not None:

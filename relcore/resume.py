@@ -17,14 +17,15 @@ import pickle
 import random
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from relcore.errors import RelcoreError
-from relcore.loop import EarlyStopping, WallClock
+from relcore.loop import EarlyStopping, WallClock, notify, why_stop
 
 # Where a run executes and how long it may take: free to change when it is continued.
 NOT_DECIDING = ("device", "time_limit_s")
@@ -107,3 +108,63 @@ def load_state(path: str | os.PathLike, run: dict[str, Any]) -> dict[str, Any]:
         raise RelcoreError(f"the resumable state {path} belongs to another run "
                            f"(it differs in: {', '.join(differs)})")
     return state
+
+
+@dataclass
+class ResumableLoop:
+    """A training loop's bookkeeping around its step body: where it starts, and after each
+    step (at an evaluation) saving the state, telling the callback, deciding to stop.
+
+    The loop keeps its step body explicit::
+
+        loop = ResumableLoop(run, state_path, callback, model, optimizer, gen, device, stopper, clock, max_steps)
+        if (state := loop.resume()) is not None:
+            ...  # the loop's own extras from ``state``
+        while loop.next_step():
+            ...  # one step on loop.step; evaluate and loop.stopper.update(...) when it is time
+            loop.end_step(metrics, evaluated, saved, **extras_to_save)
+        reason = loop.reason or "max_steps"
+    """
+
+    run: dict[str, Any]
+    state_path: str | os.PathLike | None
+    callback: Callable | None
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    device: torch.device
+    stopper: EarlyStopping
+    clock: WallClock
+    max_steps: int
+    step: int = 0
+    reason: str | None = None  # why it stopped (callback, early_stopping, time_limit), once it has
+
+    @property
+    def can_resume(self) -> bool:
+        return self.state_path is not None and os.path.exists(self.state_path)
+
+    def resume(self) -> dict[str, Any] | None:
+        """Continue from the saved state, if there is one, and return it; else None."""
+        if not self.can_resume:
+            return None
+        state = load_state(self.state_path, self.run)
+        self.step, self.stopper, self.clock = resume_loop(state, self.model, self.optimizer, self.generator,
+                                                          self.device, self.clock.limit_s)
+        self.reason = why_stop(False, self.stopper, self.clock)  # set if it had ended when it was saved
+        return state
+
+    def next_step(self) -> bool:
+        """Advance to the next step; False once the run has ended."""
+        if self.reason is not None or self.step >= self.max_steps:
+            return False
+        self.step += 1
+        return True
+
+    def end_step(self, metrics: dict[str, Any], evaluated: bool, saved: str | None = None, **extras: Any) -> None:
+        """After a step: at an evaluation save the loop state (with the loop's ``extras``),
+        whose path the callback then gets instead of ``saved``; then decide whether to stop."""
+        if evaluated and self.state_path is not None:
+            save_state(self.state_path, loop_state(self.run, self.step, self.model, self.optimizer, self.stopper,
+                                                   self.clock, self.generator, self.device, **extras))
+            saved = str(self.state_path)
+        self.reason = why_stop(notify(self.callback, self.step, metrics, saved), self.stopper, self.clock)

@@ -32,8 +32,8 @@ class ProgressLine(Callback):
         value = last.get("monitor_best", last.get("monitor"))
         if value is not None:
             value, higher = float(value), bool(last.get("monitor_higher"))
-            cfg = trial_config(trial.config)
-            group, key = cfg.get("task", self.stage), cfg.get("key", trial.trial_id)
+            spec = trial_config(trial.config)
+            group, key = getattr(spec, "task", self.stage), getattr(spec, "key", trial.trial_id)
             old = self.best.get(group)
             if old is None or (value > old[0] if higher else value < old[0]):
                 self.best[group] = (value, key)

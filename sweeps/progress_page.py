@@ -49,13 +49,13 @@ def _counts(stages: pd.DataFrame, stage: str) -> str:
             f"{int(row['failed'])} failed)")
 
 
-def progress_block(runs: status.SweepRuns, dataset: str, now: dt.datetime) -> tuple[str, pd.DataFrame]:
+def progress_block(runs: status.SweepRuns, now: dt.datetime) -> tuple[str, pd.DataFrame]:
     """The generated markdown and the top-5 table over the finished fine-tuning trials."""
     stages = status.stage_table(runs)
     slots = status.trial_slots(runs, stages)
     left, unknown = status.time_left(runs, stages, runs.pretrain_params())
     trials = status.trial_list(runs)
-    results = aggregate.top_k(status.finished_finetune_trials(runs, dataset))
+    results = aggregate.top_k(status.finished_finetune_trials(runs))
 
     lines = [f"Pretraining: {_counts(stages, 'pretrain')}. Fine-tuning: **{_counts(stages, 'finetune')}** "
              f"at {now:%Y-%m-%d %H:%M} UTC; " + _busy_summary(trials)]
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RelcoreError(f"cannot read {args.page}: {e.strerror}") from e
         pages.replace_block(page, "", BLOCK)  # check the markers before reading the store
         runs = status.open_sweep(args.name, args.mlflow_uri)
-        dataset = runs.dataset()
-        block, results = progress_block(runs, dataset, dt.datetime.now(dt.timezone.utc))
+        block, results = progress_block(runs, dt.datetime.now(dt.timezone.utc))
         writes = [(page_path, lambda f: f.write_text(pages.replace_block(page, block, BLOCK)))]
         if args.csv and not results.empty:
             writes.append((Path(args.csv), lambda f: results.to_csv(f, index=False)))

@@ -1,15 +1,17 @@
-"""The sweep's search space: presets, grid axes and the trial configs built from them.
+"""The sweep's search space: presets, grid axes and the trials built from them.
 
-A trial config is a plain dict (Ray's param space, MLflow's params) holding the
-dataset spec, the backbone config and the loop config, so a trial can be re-run from
-its MLflow params alone.
+A trial is a typed spec (:class:`PretrainTrial`, :class:`FinetuneTrial`) holding the
+dataset spec, the backbone config and the loop config. It round-trips through plain data
+(``to_dict`` / ``from_dict``): Ray's param space, MLflow's params (flattened), and so a
+trial can be re-run from its MLflow params alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
+from relcore.data import DatasetSpec
 from relcore.errors import RelcoreError
 from relcore.finetune import FinetuneConfig, reference_code_protocol
 from relcore.models.config import AGGRS, LAYERS, TABLE_MODELS, BackboneConfig
@@ -136,37 +138,102 @@ def backbone_config(table_model: str, layers: int, aggr: str) -> BackboneConfig:
     return BackboneConfig(table_model=table_model, layers=layers, aggr=aggr)
 
 
-def pretrain_trials(dataset: dict, preset: Preset, limits: dict) -> list[dict]:
-    """One config per (backbone, layers, aggr, corruption, seed)."""
+def _dataset_from_dict(d: dict) -> DatasetSpec:
+    return DatasetSpec(**{**d, "time_cols": tuple(d.get("time_cols", ()))})
+
+
+def _dataset_to_dict(spec: DatasetSpec) -> dict:
+    return {**asdict(spec), "time_cols": list(spec.time_cols)}
+
+
+@dataclass(frozen=True)
+class PretrainTrial:
+    """One pretraining trial: everything it runs from, so its MLflow params re-run it."""
+
+    key: str
+    dataset: DatasetSpec
+    backbone: BackboneConfig
+    pretrain: PretrainConfig
+    stage = "pretrain"
+
+    def to_dict(self) -> dict:
+        """Plain data: a Ray param space entry, flattened into MLflow params."""
+        return {"stage": self.stage, "key": self.key, "dataset": _dataset_to_dict(self.dataset),
+                "backbone": self.backbone.to_dict(), "pretrain": self.pretrain.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainTrial":
+        return cls(key=d["key"], dataset=_dataset_from_dict(d["dataset"]),
+                   backbone=BackboneConfig.from_dict(d["backbone"]), pretrain=PretrainConfig.from_dict(d["pretrain"]))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A finished pretraining trial's best backbone, as fine-tuning trials point to it."""
+
+    key: str  # the pretraining trial's
+    path: str
+    backbone: BackboneConfig
+    corruption: float
+
+
+@dataclass(frozen=True)
+class FinetuneTrial:
+    """One fine-tuning trial in a regime (``relcore.finetune.MODES``) on one task."""
+
+    key: str
+    dataset: DatasetSpec
+    task: str
+    regime: str
+    backbone: BackboneConfig
+    finetune: FinetuneConfig
+    protocol: str  # the preset that made it
+    checkpoint: str | None = None  # P and PF
+    pretrain_key: str | None = None
+    corruption: float | None = None  # of the checkpoint; None for B and R
+    stage = "finetune"
+
+    @property
+    def table_model(self) -> str:
+        return self.backbone.table_model
+
+    @property
+    def cell(self) -> tuple[str, str, str]:
+        """The results-table cell it belongs to."""
+        return self.task, self.table_model, self.regime
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "key": self.key, "dataset": _dataset_to_dict(self.dataset), "task": self.task,
+                "regime": self.regime, "table_model": self.table_model, "backbone": self.backbone.to_dict(),
+                "checkpoint": self.checkpoint, "pretrain_key": self.pretrain_key, "corruption": self.corruption,
+                "protocol": self.protocol, "finetune": self.finetune.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FinetuneTrial":
+        corruption = d.get("corruption")
+        return cls(key=d["key"], dataset=_dataset_from_dict(d["dataset"]), task=d["task"], regime=d["regime"],
+                   backbone=BackboneConfig.from_dict(d["backbone"]), finetune=FinetuneConfig.from_dict(d["finetune"]),
+                   protocol=d.get("protocol") or "", checkpoint=d.get("checkpoint"),
+                   pretrain_key=d.get("pretrain_key"), corruption=None if corruption is None else float(corruption))
+
+
+def pretrain_trials(dataset: DatasetSpec, preset: Preset) -> list[PretrainTrial]:
+    """One trial per (backbone, layers, aggr, corruption, seed)."""
     g = preset.grid
-    trials = []
-    for bb in g.backbones:
-        for layers in g.layers:
-            for aggr in g.aggr:
-                for p in g.corruption:
-                    for seed in range(g.pretrain_seeds):
-                        cfg = replace(preset.pretrain, corruption=float(p), seed=seed)
-                        trials.append({
-                            "stage": "pretrain",
-                            "key": f"{bb}-L{layers}-{aggr}-c{p}-s{seed}",
-                            "dataset": dataset,
-                            "backbone": backbone_config(bb, layers, aggr).to_dict(),
-                            "pretrain": cfg.to_dict(),
-                            "limits": limits,
-                        })
-    return trials
+    return [PretrainTrial(f"{bb}-L{layers}-{aggr}-c{p}-s{seed}", dataset, backbone_config(bb, layers, aggr),
+                          replace(preset.pretrain, corruption=float(p), seed=seed))
+            for bb in g.backbones for layers in g.layers for aggr in g.aggr for p in g.corruption
+            for seed in range(g.pretrain_seeds)]
 
 
-def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dict,
-                    checkpoints: dict[str, dict], train_rows: dict[str, int] | None = None) -> list[dict]:
+def finetune_trials(dataset: DatasetSpec, tasks: list[str], preset: Preset, checkpoints: list[Checkpoint],
+                    train_rows: dict[str, int] | None = None) -> list[FinetuneTrial]:
     """B and R for every (layers, aggr, seed); P and PF for every pretraining checkpoint
     and fine-tuning seed.
 
     R (a random backbone, frozen) mirrors B's configurations, as the paper's code grids
-    its no-pretraining runs over a trained and a frozen backbone.
-    ``checkpoints`` maps a pretraining trial key to ``{"path": ..., "backbone": {...},
-    "corruption": p}``. Each checkpoint is pretrained once and reused by every task and
-    both regimes.
+    its no-pretraining runs over a trained and a frozen backbone. Each checkpoint is
+    pretrained once and reused by every task and both regimes.
     ``train_rows`` (rows of each task's training table) is needed by a preset with a
     ``finetune_protocol``. Trials come in :func:`round_robin` order over the result cells.
     """
@@ -185,23 +252,22 @@ def finetune_trials(dataset: dict, tasks: list[str], preset: Preset, limits: dic
                 for aggr in g.aggr:
                     for seed in range(g.baseline_seeds):
                         for regime in ("B", "R"):
-                            trials.append(_ft_trial(
-                                dataset, task, regime, backbone_config(bb, layers, aggr).to_dict(), None,
-                                f"{bb}-L{layers}-{aggr}-s{seed}", None, preset.name,
-                                cfg(task, layers, mode=regime, seed=seed), limits))
-        for key, ckpt in checkpoints.items():
+                            trials.append(FinetuneTrial(
+                                f"{task}-{regime}-{bb}-L{layers}-{aggr}-s{seed}", dataset, task, regime,
+                                backbone_config(bb, layers, aggr), cfg(task, layers, mode=regime, seed=seed),
+                                preset.name))
+        for ckpt in checkpoints:
             for seed in range(g.finetune_seeds):
-                # seed 0 keeps the key a single-seed sweep has always had
-                suffix = f"-f{seed}" if seed else ""
+                suffix = f"-f{seed}" if seed else ""  # seed 0 keeps the key a single-seed sweep has always had
                 for regime in ("P", "PF"):
-                    trials.append(_ft_trial(dataset, task, regime, ckpt["backbone"], ckpt["path"],
-                                            key + suffix, ckpt.get("corruption"), preset.name,
-                                            cfg(task, ckpt["backbone"]["layers"], mode=regime, seed=seed),
-                                            limits, pretrain_key=key))
+                    trials.append(FinetuneTrial(
+                        f"{task}-{regime}-{ckpt.key}{suffix}", dataset, task, regime, ckpt.backbone,
+                        cfg(task, ckpt.backbone.layers, mode=regime, seed=seed), preset.name,
+                        checkpoint=ckpt.path, pretrain_key=ckpt.key, corruption=ckpt.corruption))
     return round_robin(trials)
 
 
-def round_robin(trials: list[dict]) -> list[dict]:
+def round_robin(trials: list[FinetuneTrial]) -> list[FinetuneTrial]:
     """Interleave trials over the (task, backbone, regime) cells of the results table.
 
     Tune starts trials in list order, so a sweep stopped part-way (hours into the paper
@@ -209,9 +275,9 @@ def round_robin(trials: list[dict]) -> list[dict]:
     ``sweeps/status.py``'s partial table is then an early estimate of the whole one.
     Within a cell the order is kept.
     """
-    cells: dict[tuple, list[dict]] = {}
+    cells: dict[tuple, list[FinetuneTrial]] = {}
     for t in trials:
-        cells.setdefault((t["task"], t["table_model"], t["regime"]), []).append(t)
+        cells.setdefault(t.cell, []).append(t)
     queues = list(cells.values())
     out = []
     for i in range(max((len(q) for q in queues), default=0)):
@@ -219,37 +285,20 @@ def round_robin(trials: list[dict]) -> list[dict]:
     return out
 
 
-def _ft_trial(dataset, task, regime, backbone, checkpoint, key, corruption, protocol, cfg, limits,
-              pretrain_key=None) -> dict:
-    return {
-        "stage": "finetune",
-        "key": f"{task}-{regime}-{key}",
-        "dataset": dataset,
-        "task": task,
-        "regime": regime,
-        "table_model": backbone["table_model"],
-        "backbone": backbone,
-        "checkpoint": checkpoint,
-        "pretrain_key": pretrain_key,
-        "corruption": corruption,
-        "protocol": protocol,
-        "finetune": cfg.to_dict(),
-        "limits": limits,
-    }
-
-
-def trial_from_axes(base: dict, axes: dict) -> dict:
-    """A pretraining trial config from Optuna-sampled axes on top of a base trial."""
-    cfg = dict(base["pretrain"], corruption=float(axes["corruption"]))
+def trial_from_axes(base: dict, axes: dict) -> PretrainTrial:
+    """A pretraining trial from Optuna-sampled axes on top of a base trial (its dict)."""
+    trial = PretrainTrial.from_dict(base)
+    cfg = replace(trial.pretrain, corruption=float(axes["corruption"]))
     bb = backbone_config(axes["table_model"], int(axes["layers"]), axes["aggr"])
-    return {**base, "key": f"{bb.table_model}-L{bb.layers}-{bb.aggr}-c{axes['corruption']}-s{cfg['seed']}",
-            "backbone": bb.to_dict(), "pretrain": cfg}
+    return replace(trial, key=f"{bb.table_model}-L{bb.layers}-{bb.aggr}-c{axes['corruption']}-s{cfg.seed}",
+                   backbone=bb, pretrain=cfg)
 
 
-def trial_config(config: dict) -> dict:
-    """The trial dict behind a Tune config: a grid trial's, or the one Optuna's axes describe."""
+def trial_config(config: dict) -> PretrainTrial | FinetuneTrial | None:
+    """The trial behind a Tune config: a grid trial's, or the one Optuna's axes describe."""
     if "trial" in config:
-        return config["trial"]
+        d = config["trial"]
+        return (FinetuneTrial if d.get("stage") == "finetune" else PretrainTrial).from_dict(d)
     if "axes" in config:
         return trial_from_axes(config["base"], config["axes"])
-    return {}
+    return None

@@ -25,8 +25,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from relcore.errors import RelcoreError
-from sweeps import aggregate, report, store
-from sweeps.space import Grid
+from sweeps import aggregate, report, store, tracking
+from sweeps.space import FinetuneTrial, Grid
 from sweeps.trials import TrialRow, frame
 
 
@@ -199,22 +199,17 @@ def trial_slots(runs: SweepRuns, stages: pd.DataFrame) -> int:
     return int(max(logged, default=0)) or max(int(stages["running"].sum()), 1)
 
 
-def finished_finetune_trials(runs: SweepRuns, dataset: str) -> pd.DataFrame:
+def finished_finetune_trials(runs: SweepRuns) -> pd.DataFrame:
     """Finished fine-tuning trials as ``trials.csv`` rows (:mod:`sweeps.trials`), rebuilt
-    from each trial run's params (the trial config, flattened) and its last metrics."""
+    from each trial run's params (its :class:`~sweeps.space.FinetuneTrial`, flattened) and
+    its last metrics."""
     rows = []
     for r in runs.trials("finetune"):
         if r.info.status != "FINISHED":
             continue
-        m, p = r.data.metrics, r.data.params
+        m = r.data.metrics
         metric = "roc_auc" if "best/val/roc_auc" in m else "mae"
-        trial = {"dataset": {"name": dataset, "db_cut": p.get("dataset.db_cut", "test")},
-                 "task": r.data.tags.get("task"), "regime": r.data.tags.get("regime"),
-                 "key": r.data.tags.get("trial_key"), "protocol": p.get("protocol", ""),
-                 "corruption": None if p.get("corruption") in (None, "None") else float(p["corruption"]),
-                 "backbone": {"table_model": r.data.tags.get("table_model"),
-                              "layers": p.get("backbone.layers", 0), "aggr": p.get("backbone.aggr", "")},
-                 "finetune": {"seed": p.get("finetune.seed", 0)}}
+        trial = FinetuneTrial.from_dict(tracking.unflatten(r.data.params))
         rows.append(TrialRow.from_result(trial, {**m, "metric": metric, "done_reason": r.data.tags.get("stop_reason")}))
     return frame(rows)
 
@@ -270,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
               + " (--memory-per-trial reserves it per trial)")
     if args.trials:
         print(trial_list(runs).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    table = finished_finetune_trials(runs, dataset)
+    table = finished_finetune_trials(runs)
     results = aggregate.top_k(table)
     if results.empty:
         print("no fine-tuning trial has finished yet")

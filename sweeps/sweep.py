@@ -69,9 +69,9 @@ def _why_tune_failed(exc: BaseException, width: int = 200) -> str:
     return text
 
 
-def _without_limits(part: dict | None) -> dict | None:
-    """A trial config part without its trial limits, which change no result of a finished trial."""
-    return None if part is None else {k: v for k, v in part.items() if k != "time_limit_s"}
+def _without_limits(part):
+    """A trial's config part without its trial limit, which changes no result of a finished trial."""
+    return replace(part, time_limit_s=0.0) if hasattr(part, "time_limit_s") else part
 
 
 def _is_uri(path: str) -> bool:
@@ -117,7 +117,7 @@ class Sweep:
     args: argparse.Namespace
     preset: space.Preset
     spec: DatasetSpec
-    dataset_dict: dict
+    dataset: DatasetSpec  # what every trial loads (raw_dir absolute, so workers anywhere find it)
     tasks: list[str]
     storage: str
     outcomes: dict[str, StageOutcome] = field(default_factory=dict)
@@ -153,9 +153,8 @@ class Sweep:
         tasks = cls._resolve_tasks(args.tasks, spec, preset)
         storage = check_storage(args.storage)
         store.check_store(args.mlflow_uri)
-        sweep = cls(args, preset, spec, {"name": spec.name, "raw_dir": spec.raw_dir and str(
-            Path(spec.raw_dir).resolve()), "time_cols": list(spec.time_cols), "db_cut": spec.db_cut},
-            tasks, storage)
+        sweep = cls(args, preset, spec, replace(spec, raw_dir=spec.raw_dir and str(Path(spec.raw_dir).resolve())),
+                    tasks, storage)
         sweep._check_not_existing()
         if args.pretrained_from:
             if args.search != "grid":
@@ -209,18 +208,18 @@ class Sweep:
         theirs = {}
         for r in ResultGrid(analysis):
             trial = space.trial_config(r.config or {})
-            if r.path in terminated and r.error is None and r.checkpoint is not None and trial.get("key"):
-                theirs.setdefault(trial["key"], []).append(r)
+            if r.path in terminated and r.error is None and r.checkpoint is not None and trial is not None:
+                theirs.setdefault(trial.key, []).append(r)
         matched = []
-        for ours in space.pretrain_trials(self.dataset_dict, self.preset, {}):
-            found = theirs.get(ours["key"])
+        for ours in space.pretrain_trials(self.dataset, self.preset):
+            found = theirs.get(ours.key)
             if not found:
-                raise RelcoreError(f"sweep '{source}' has no finished pretraining trial {ours['key']}: "
+                raise RelcoreError(f"sweep '{source}' has no finished pretraining trial {ours.key}: "
                                    "finish it (--resume) or pretrain here")
             theirs_trial = space.trial_config(found[0].config)
             for part in ("dataset", "backbone", "pretrain"):
-                if _without_limits(theirs_trial.get(part)) != _without_limits(ours[part]):
-                    raise RelcoreError(f"sweep '{source}' pretrained {ours['key']} with other {part} "
+                if _without_limits(getattr(theirs_trial, part)) != _without_limits(getattr(ours, part)):
+                    raise RelcoreError(f"sweep '{source}' pretrained {ours.key} with other {part} "
                                        "settings: its checkpoints cannot stand in for this sweep's")
             matched += found
         return matched
@@ -249,11 +248,11 @@ class Sweep:
             pre = self._reuse_stage(self.args.pretrained_from)
         else:
             pre = self._run_stage("pretrain", pretrain_trainable, self._pretrain_space(),
-                                  len(space.pretrain_trials(self.dataset_dict, self.preset, {})))
+                                  len(space.pretrain_trials(self.dataset, self.preset)))
         checkpoints = self._checkpoints(pre.results)
-        ft_trials = space.finetune_trials(self.dataset_dict, self.tasks, self.preset, {}, checkpoints,
-                                          train_rows)
-        ft = self._run_stage("finetune", finetune_trainable, {"trial": tune.grid_search(ft_trials)}, len(ft_trials))
+        ft_trials = space.finetune_trials(self.dataset, self.tasks, self.preset, checkpoints, train_rows)
+        ft = self._run_stage("finetune", finetune_trainable,
+                             {"trial": tune.grid_search([t.to_dict() for t in ft_trials])}, len(ft_trials))
         table = self._trial_table(ft.results)
         # resumed: the stages' accumulated wall time, not only this run's
         self._summary(table, pre, ft, max(time.time() - start, pre.wall_s + ft.wall_s), info.cpus)
@@ -267,7 +266,7 @@ class Sweep:
         return {t: train_rows(load_task(self.spec, dataset, t)) for t in self.tasks}
 
     def _pretrain_space(self) -> dict:
-        trials = space.pretrain_trials(self.dataset_dict, self.preset, {})
+        trials = [t.to_dict() for t in space.pretrain_trials(self.dataset, self.preset)]
         if self.args.search == "grid":
             return {"trial": tune.grid_search(trials)}
         g = self.preset.grid
@@ -390,9 +389,9 @@ class Sweep:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, stop)
 
-    def _checkpoints(self, results: list) -> dict[str, dict]:
+    def _checkpoints(self, results: list) -> list[space.Checkpoint]:
         """Best checkpoint of every successful pretraining trial (best one per key)."""
-        best: dict[str, tuple[float, dict]] = {}
+        best: dict[str, tuple[float, space.Checkpoint]] = {}
         for r in results:
             if r.error is not None or r.checkpoint is None:
                 continue
@@ -401,15 +400,14 @@ class Sweep:
             path = r.checkpoint.path
             if _is_uri(self.storage):
                 path = f"{self.storage.split('://', 1)[0]}://{path}"
-            if trial["key"] not in best or loss < best[trial["key"]][0]:
-                best[trial["key"]] = (loss, {"path": path, "backbone": trial["backbone"],
-                                             "corruption": trial["pretrain"]["corruption"]})
-        return {k: v for k, (_, v) in sorted(best.items())}
+            if trial.key not in best or loss < best[trial.key][0]:
+                best[trial.key] = (loss, space.Checkpoint(trial.key, path, trial.backbone, trial.pretrain.corruption))
+        return [c for _, (_, c) in sorted(best.items())]
 
     @staticmethod
     def _trial_table(results: list) -> pd.DataFrame:
         """``trials.csv`` of the fine-tuning stage's finished trials."""
-        return trials.frame([trials.TrialRow.from_result(r.config["trial"], r.metrics)
+        return trials.frame([trials.TrialRow.from_result(space.trial_config(r.config), r.metrics)
                              for r in results if r.error is None and r.metrics])
 
     def _summary(self, table: pd.DataFrame, pre: StageOutcome, ft: StageOutcome, wall: float,
@@ -452,7 +450,7 @@ class Sweep:
         for r in results:
             df = r.metrics_dataframe
             if r.error is None and df is not None and "val/loss" in df:
-                curves[space.trial_config(r.config)["key"]] = df[["step", "val/loss"]]
+                curves[space.trial_config(r.config).key] = df[["step", "val/loss"]]
         return curves
 
     @staticmethod
@@ -464,7 +462,7 @@ class Sweep:
             for r in outcome.results:
                 if r.metrics:
                     t = space.trial_config(r.config)
-                    rows.append({"stage": stage, "task": t.get("task") or "-",
+                    rows.append({"stage": stage, "task": getattr(t, "task", "-"),
                                  "busy_s": float(r.metrics.get("busy_s", r.metrics.get("time_total_s", 0.0))),
                                  "end_time": r.metrics.get("timestamp", 0)})
         return pd.DataFrame(rows, columns=["stage", "task", "busy_s", "end_time"])

@@ -10,6 +10,7 @@ backbone as an artifact.
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import threading
@@ -34,6 +35,21 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, key + "."))
         else:
             out[key] = v
+    return out
+
+
+def unflatten(params: dict[str, str]) -> dict[str, Any]:
+    """MLflow's params (``flatten``-ed, values as strings) back to the nested plain data."""
+    out: dict[str, Any] = {}
+    for key, text in params.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        try:
+            node[leaf] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):  # a plain string: a name, a path
+            node[leaf] = text
     return out
 
 
@@ -185,16 +201,16 @@ class TrialRunLogger(MLflowLoggerCallback):
                 # attempt ran past that point.
                 self.client.set_tag(run_id, "attempts", str(attempts))
         else:
-            cfg = trial_config(trial.config)
-            tags = {**self.tags, "trial_id": trial.trial_id, "trial_key": cfg.get("key", str(trial))}
+            spec = trial_config(trial.config)
+            key = spec.key if spec is not None else str(trial)
+            tags = {**self.tags, "trial_id": trial.trial_id, "trial_key": key}
             for k in ("task", "regime", "table_model", "pretrain_key"):
-                if cfg.get(k) is not None:
-                    tags[k] = str(cfg[k])
-            if "backbone" in cfg:
-                tags["backbone"] = cfg["backbone"]["table_model"]
-            run_id = self.client.create_run(self.experiment_id, run_name=cfg.get("key", str(trial)),
-                                            tags=tags).info.run_id
-            _log_params(self.client, run_id, cfg)
+                if getattr(spec, k, None) is not None:
+                    tags[k] = str(getattr(spec, k))
+            if spec is not None:
+                tags["backbone"] = spec.backbone.table_model
+            run_id = self.client.create_run(self.experiment_id, run_name=key, tags=tags).info.run_id
+            _log_params(self.client, run_id, spec.to_dict() if spec is not None else {})
         self._trial_runs[trial] = run_id
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:

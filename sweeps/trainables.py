@@ -24,11 +24,10 @@ import torch
 from ray import tune
 
 from relcore.data import DatasetSpec, get_db, load_dataset, load_task
-from relcore.finetune import FinetuneConfig, finetune, main_metric
+from relcore.finetune import finetune, main_metric
 from relcore.graph import build_graph
-from relcore.models import BackboneConfig
-from relcore.pretrain import PretrainConfig, pretrain
-from sweeps.space import trial_config
+from relcore.pretrain import pretrain
+from sweeps.space import FinetuneTrial, PretrainTrial, trial_config
 
 STATE_FILE = "state.pt"  # the loop's resumable state, in trial checkpoints
 FAIL_ENV = "RELCORE_SWEEP_FAIL_KEY"  # tests inject a failing trial by its key
@@ -43,13 +42,13 @@ def _dataset_and_graph(name: str, raw_dir: str | None, time_cols: tuple[str, ...
     return spec, dataset, graph
 
 
-def worker_graph(d: dict):
-    """(spec, dataset, graph) for a dataset dict, built once per worker process."""
-    return _dataset_and_graph(*_dataset_key(d))
+def worker_graph(spec: DatasetSpec):
+    """(spec, dataset, graph) for a dataset spec, built once per worker process."""
+    return _dataset_and_graph(*_dataset_key(spec))
 
 
-def _dataset_key(d: dict) -> tuple:
-    return d["name"], d.get("raw_dir"), tuple(d.get("time_cols", ())), d.get("db_cut", "test")
+def _dataset_key(spec: DatasetSpec) -> tuple:
+    return spec.name, spec.raw_dir, spec.time_cols, spec.db_cut
 
 
 @lru_cache(maxsize=16)
@@ -76,9 +75,9 @@ def _memory() -> dict:
     return {"rss_gib": psutil.Process().memory_info().rss / 2**30}
 
 
-def _maybe_fail(trial: dict) -> None:
-    if os.environ.get(FAIL_ENV) and os.environ[FAIL_ENV] == trial["key"]:
-        raise RuntimeError(f"injected failure in trial {trial['key']}")
+def _maybe_fail(trial: PretrainTrial | FinetuneTrial) -> None:
+    if os.environ.get(FAIL_ENV) and os.environ[FAIL_ENV] == trial.key:
+        raise RuntimeError(f"injected failure in trial {trial.key}")
 
 
 def report_with_files(metrics: dict, workdir: Path, files: dict[str, str | os.PathLike]) -> None:
@@ -114,10 +113,10 @@ def _restore(checkpoint: tune.Checkpoint, targets: dict[str, Path]) -> None:
                 shutil.copy(Path(ckpt_dir, name), target)
 
 
-def _maybe_fail_once(trial: dict, restored, files: dict) -> None:
+def _maybe_fail_once(trial: PretrainTrial | FinetuneTrial, restored, files: dict) -> None:
     keys = os.environ.get(FAIL_ONCE_ENV, "").split(",")
-    if STATE_FILE in files and restored is None and trial["key"] in keys:
-        raise RuntimeError(f"injected failure in trial {trial['key']} after an evaluation")
+    if STATE_FILE in files and restored is None and trial.key in keys:
+        raise RuntimeError(f"injected failure in trial {trial.key} after an evaluation")
 
 
 def pretrain_trainable(config: dict) -> None:
@@ -129,7 +128,7 @@ def pretrain_trainable(config: dict) -> None:
     trial = trial_config(config)
     t0 = time.perf_counter()
     _threads()
-    _, dataset, graph = worker_graph(trial["dataset"])
+    _, dataset, graph = worker_graph(trial.dataset)
     setup_s = time.perf_counter() - t0
     _maybe_fail(trial)
     max_time = int(dataset.val_timestamp.timestamp())  # pretrain only on rows <= val time
@@ -152,8 +151,7 @@ def pretrain_trainable(config: dict) -> None:
         return None
 
     try:
-        result = pretrain(graph, BackboneConfig.from_dict(trial["backbone"]),
-                          PretrainConfig.from_dict(trial["pretrain"]), max_time=max_time,
+        result = pretrain(graph, trial.backbone, trial.pretrain, max_time=max_time,
                           out_dir=best_path.parent, callback=report, state_path=state_path)
         summary = {"done_reason": result.stop_reason, "steps": result.steps, **_where(),
                    "busy_s": result.seconds, "setup_s": setup_s, "monitor_best": result.best["loss"],
@@ -172,12 +170,11 @@ def finetune_trainable(config: dict) -> None:
     failure, continues from its last one with the result it would have had
     uninterrupted (:class:`DropLoopState` removes it once the trial has finished).
     """
-    trial = config["trial"]
+    trial = trial_config(config)
     t0 = time.perf_counter()
     _threads()
-    d = trial["dataset"]
-    _, _, graph = worker_graph(d)
-    task = _task(_dataset_key(d), trial["task"])
+    _, _, graph = worker_graph(trial.dataset)
+    task = _task(_dataset_key(trial.dataset), trial.task)
     setup_s = time.perf_counter() - t0
     _maybe_fail(trial)
     metric, higher = main_metric(task)
@@ -199,16 +196,15 @@ def finetune_trainable(config: dict) -> None:
         return None
 
     def run(checkpoint_path: str | None):
-        return finetune(graph, task, trial["task"], FinetuneConfig.from_dict(trial["finetune"]),
-                        backbone_config=BackboneConfig.from_dict(trial["backbone"]),
+        return finetune(graph, task, trial.task, trial.finetune, backbone_config=trial.backbone,
                         checkpoint=checkpoint_path, callback=report, state_path=state_path)
 
     try:
-        if trial["checkpoint"] is None:
+        if trial.checkpoint is None:
             result = run(None)
         else:
             # Works for a shared filesystem path and for any pyarrow-fs URI alike.
-            with tune.Checkpoint(trial["checkpoint"]).as_directory() as ckpt_dir:
+            with tune.Checkpoint(trial.checkpoint).as_directory() as ckpt_dir:
                 result = run(os.path.join(ckpt_dir, "backbone.pt"))
         summary = {"done_reason": result.stop_reason, "steps": result.steps, "busy_s": result.seconds,
                    "setup_s": setup_s, "metric": metric, **_where(), "monitor_best": result.val[metric],

@@ -13,9 +13,14 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from relcore.errors import RelcoreError
+
+if TYPE_CHECKING:
+    from sweeps.space import FinetuneTrial
 
 LOWER_IS_BETTER = frozenset({"mae", "mse", "rmse"})
 
@@ -47,17 +52,14 @@ class TrialRow:
     metrics: dict[str, float] = field(default_factory=dict)  # "val/<m>", "test/<m>"
 
     @classmethod
-    def from_result(cls, trial: dict, metrics: dict, stop_reason: str | None = None) -> "TrialRow":
-        """The row of a fine-tuning trial config (:func:`sweeps.space.finetune_trials`) and
-        the summary its trainable reported last."""
-        metric, bb = metrics["metric"], trial["backbone"]
-        corruption = trial.get("corruption")
+    def from_result(cls, trial: "FinetuneTrial", metrics: dict, stop_reason: str | None = None) -> "TrialRow":
+        """The row of a fine-tuning trial and the summary its trainable reported last."""
+        metric = metrics["metric"]
         return cls(
-            dataset=trial["dataset"]["name"], task=trial["task"], backbone=bb["table_model"],
-            regime=trial["regime"], layers=int(bb["layers"]), aggr=bb["aggr"],
-            corruption=math.nan if corruption is None else float(corruption),
-            seed=int(trial["finetune"]["seed"]), protocol=trial.get("protocol") or "",
-            db_cut=trial["dataset"].get("db_cut", "test"), key=trial["key"], metric=metric,
+            dataset=trial.dataset.name, task=trial.task, backbone=trial.backbone.table_model, regime=trial.regime,
+            layers=trial.backbone.layers, aggr=trial.backbone.aggr,
+            corruption=math.nan if trial.corruption is None else trial.corruption, seed=trial.finetune.seed,
+            protocol=trial.protocol, db_cut=trial.dataset.db_cut, key=trial.key, metric=metric,
             val=float(metrics[f"best/val/{metric}"]), test=float(metrics[f"best/test/{metric}"]),
             steps=int(metrics.get("steps", 0)), seconds=float(metrics.get("busy_s", math.nan)),
             stop_reason=stop_reason or str(metrics.get("done_reason", "")),
