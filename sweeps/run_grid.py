@@ -70,9 +70,9 @@ def main(argv=None) -> int:
     # Checkpoint-heavy trials make Tune warn about snapshot frequency on every report.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
-        from sweeps.sweep import Sweep
+        from sweeps.sweep import Sweep, SweepOptions
 
-        sweep = Sweep.from_args(args)  # validates everything before any trial starts
+        sweep = Sweep.from_args(SweepOptions.from_namespace(args))  # validates everything before any trial starts
         sweep.run()
     except RelcoreError as exc:
         print(f"run_grid: error: {exc}", file=sys.stderr)

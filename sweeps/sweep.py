@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shutil
@@ -103,6 +102,57 @@ def check_storage(storage: str) -> str:
     return str(path)
 
 
+@dataclass(frozen=True)
+class SweepOptions:
+    """What a user asks of a sweep: ``run_grid.py``'s options, typed, checked on construction."""
+
+    name: str = "relcore-sweep"
+    dataset: str = "synthetic"
+    raw_dir: str | None = None
+    time_col: tuple[str, ...] = ()
+    preset: str = "quick"
+    tasks: str | None = None  # comma-separated; None: the preset's
+    backbones: str | None = None  # grid overrides, comma-separated
+    layers: str | None = None
+    aggr: str | None = None
+    corruption: str | None = None
+    seeds: int | None = None
+    finetune_seeds: int | None = None
+    db_cut: str | None = None  # None: the preset's
+    search: str = "grid"
+    num_samples: int = 8
+    pretrain_steps: int | None = None
+    finetune_steps: int | None = None
+    pretrain_time_limit: float = 4 * 3600.0
+    finetune_time_limit: float = 2 * 3600.0
+    finetune_precision: str = "fp32"
+    cluster: str = "auto"
+    num_cpus: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    memory_per_trial: float = 0.0  # GiB; 0: no reservation
+    max_failures: int = 1
+    storage: str = "ray_results"
+    mlflow_uri: str = "sqlite:///mlruns.db"
+    resume: bool = False
+    pretrained_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrain_time_limit <= 0 or self.finetune_time_limit <= 0:
+            raise RelcoreError("--pretrain-time-limit and --finetune-time-limit must be > 0 seconds")
+        if self.max_failures < 0 or self.cpus_per_trial <= 0 or self.num_samples < 1:
+            raise RelcoreError("--max-failures must be >= 0, --cpus-per-trial > 0, --num-samples >= 1")
+        if self.gpus_per_trial < 0 or self.memory_per_trial < 0 or (self.num_cpus is not None and self.num_cpus < 1):
+            raise RelcoreError("--gpus-per-trial and --memory-per-trial must be >= 0, --num-cpus >= 1")
+        if self.pretrained_from and self.search != "grid":
+            raise RelcoreError("--pretrained-from reuses another sweep's pretraining: --search does not apply")
+
+    @classmethod
+    def from_namespace(cls, args) -> "SweepOptions":
+        values = {k: v for k, v in vars(args).items() if k in cls.__dataclass_fields__}
+        return cls(**{**values, "time_col": tuple(values.get("time_col") or ())})
+
+
 @dataclass
 class StageOutcome:
     results: list  # ray.tune.Result
@@ -114,7 +164,7 @@ class StageOutcome:
 
 @dataclass
 class Sweep:
-    args: argparse.Namespace
+    args: SweepOptions
     preset: space.Preset
     spec: DatasetSpec
     dataset: DatasetSpec  # what every trial loads (raw_dir absolute, so workers anywhere find it)
@@ -127,7 +177,7 @@ class Sweep:
 
     # --- validation (nothing runs before all of it passed) ------------------------------
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Sweep":
+    def from_args(cls, args: SweepOptions) -> "Sweep":
         preset = space.get_preset(args.preset)
         preset = space.with_overrides(
             preset, backbones=_split(args.backbones), layers=_split(args.layers, int),
@@ -138,16 +188,10 @@ class Sweep:
         if args.finetune_steps is not None:
             preset.finetune = replace(preset.finetune, max_steps=args.finetune_steps)
         # The loops own stopping (patience, wall time, max steps): the limits travel in each trial's config.
-        if args.pretrain_time_limit <= 0 or args.finetune_time_limit <= 0:
-            raise RelcoreError("--pretrain-time-limit and --finetune-time-limit must be > 0 seconds")
         preset.pretrain = replace(preset.pretrain, time_limit_s=args.pretrain_time_limit)
         preset.finetune = replace(preset.finetune, precision=args.finetune_precision,
                                   time_limit_s=args.finetune_time_limit)
-        if args.max_failures < 0 or args.cpus_per_trial <= 0 or args.num_samples < 1:
-            raise RelcoreError("--max-failures must be >= 0, --cpus-per-trial > 0, --num-samples >= 1")
-        if args.gpus_per_trial < 0 or args.memory_per_trial < 0 or (args.num_cpus is not None and args.num_cpus < 1):
-            raise RelcoreError("--gpus-per-trial and --memory-per-trial must be >= 0, --num-cpus >= 1")
-        spec = DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=tuple(args.time_col),
+        spec = DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=args.time_col,
                            db_cut=args.db_cut or preset.db_cut)
         dataset = load_dataset(spec)  # unknown dataset / missing or corrupt data fail here
         tasks = cls._resolve_tasks(args.tasks, spec, preset)
@@ -157,8 +201,6 @@ class Sweep:
                     tasks, storage)
         sweep._check_not_existing()
         if args.pretrained_from:
-            if args.search != "grid":
-                raise RelcoreError("--pretrained-from reuses another sweep's pretraining: --search does not apply")
             sweep.reused = sweep._reusable_pretraining(args.pretrained_from)
         del dataset
         return sweep

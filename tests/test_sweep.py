@@ -619,3 +619,15 @@ def test_merge_of_parts_is_the_sweeps_own_table_and_refuses_mixed_cells(quick_sw
         assert bad.returncode == 2 and needle in bad.stderr.strip().splitlines()[-1], (args, bad.stderr[-2000:])
         assert "Traceback" not in bad.stderr
     assert page.read_text() == text and pd.read_csv(tmp / "merged.csv").equals(merged)
+
+
+def test_run_grid_options_are_the_sweeps_typed_options():
+    """Every run_grid.py option is a SweepOptions field with the same default: the command
+    line and the driver cannot drift apart."""
+    from sweeps.run_grid import parse_args
+    from sweeps.sweep import SweepOptions
+
+    args = parse_args([])
+    assert set(vars(args)) == set(SweepOptions.__dataclass_fields__)
+    assert SweepOptions.from_namespace(args) == SweepOptions()
+    assert SweepOptions.from_namespace(parse_args(["--time-col", "a.t", "--seeds", "2"])).time_col == ("a.t",)
