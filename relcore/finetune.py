@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -111,9 +111,11 @@ class FinetuneResult:
     seconds: float
     stop_reason: str
     history: list[dict] = field(default_factory=list)
+    model: torch.nn.Module | None = field(default=None, repr=False, compare=False)  # at its best state
 
     def summary(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "history"}
+        """The JSON the CLI prints (no history, no model)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("history", "model")}
 
 
 @dataclass
@@ -206,15 +208,13 @@ def finetune(
     checkpoint: str | None = None,
     callback: Callback | None = None,
     state_path: str | os.PathLike | None = None,
-    _model_out: dict | None = None,
 ) -> FinetuneResult:
     """Train a task model in ``config.mode``; return val/test metrics of the best state.
 
     With ``state_path`` the run is resumable (:mod:`relcore.resume`): every evaluation
     saves its state there and passes the path to ``callback`` as ``checkpoint``; if the
     file exists at the start, the run continues from it with the result an
-    uninterrupted run would have had. ``_model_out`` (tests) receives the trained model
-    under ``"model"``.
+    uninterrupted run would have had.
     """
     if task.task_type not in SUPPORTED:
         raise RelcoreError(f"task '{task_name}' is {task.task_type.value}: not supported yet")
@@ -312,12 +312,10 @@ def finetune(
     else:
         model.load_state_dict(best_state)
     test_metrics = best_test
-    if _model_out is not None:
-        _model_out["model"] = model
     return FinetuneResult(
         task=task_name, mode=config.mode, metric=metric,
         val={k: float(v) for k, v in best_val.items()},
         test={k: float(v) for k, v in test_metrics.items()},
         best_step=stopper.best_step, steps=step, seconds=clock.elapsed,
-        stop_reason=stop_reason, history=history,
+        stop_reason=stop_reason, history=history, model=model,
     )

@@ -24,23 +24,27 @@ def add_parser(sub, add_dataset_args) -> None:
     p.add_argument("--mode", required=True, choices=["B", "P", "PF", "R"],
                    help="B scratch, P pretrained frozen, PF pretrained fine-tuned, R random frozen (control)")
     p.add_argument("--checkpoint", help="pretrained backbone.pt (P and PF)")
-    p.add_argument("--backbone", default="resnet", choices=["linear", "resnet"], help="for modes B and R")
-    p.add_argument("--layers", type=int, default=2, help="for modes B and R")
-    p.add_argument("--aggr", default="sum", choices=["sum", "mean"], help="for modes B and R")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--max-steps", type=int, default=2000)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--fanouts", type=_fanouts, default=128, help="per hop, e.g. 128 or 128,64")
-    p.add_argument("--loss", default="mse", choices=["mse", "l1"], help="regression loss")
-    p.add_argument("--time-limit", type=float, default=2 * 3600.0, help="seconds")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+    from relcore.finetune import FinetuneConfig
+    from relcore.models.config import AGGRS, TABLE_MODELS, BackboneConfig
+
+    bb, cfg = BackboneConfig(), FinetuneConfig()  # the library's defaults, not restated here
+    p.add_argument("--backbone", default=bb.table_model, choices=TABLE_MODELS, help="for modes B and R")
+    p.add_argument("--layers", type=int, default=bb.layers, help="for modes B and R")
+    p.add_argument("--aggr", default=bb.aggr, choices=AGGRS, help="for modes B and R")
+    p.add_argument("--lr", type=float, default=cfg.lr)
+    p.add_argument("--batch-size", type=int, default=cfg.batch_size)
+    p.add_argument("--max-steps", type=int, default=cfg.max_steps)
+    p.add_argument("--eval-every", type=int, default=cfg.eval_every)
+    p.add_argument("--fanouts", type=_fanouts, default=cfg.fanouts, help="per hop, e.g. 128 or 128,64")
+    p.add_argument("--loss", default=cfg.regression_loss, choices=["mse", "l1"], help="regression loss")
+    p.add_argument("--time-limit", type=float, default=cfg.time_limit_s, help="seconds")
+    p.add_argument("--precision", default=cfg.precision, choices=["fp32", "bf16"],
                    help="bf16: mixed-precision forward passes (faster on AVX512-BF16/AMX CPUs and GPUs)")
     p.add_argument("--protocol", default="paper", choices=["paper", "reference"],
                    help="reference: as the paper's reference code fine-tunes (lr 5e-3, fan-outs halving per "
                    "hop, L1, 20 epochs, a validation every epoch, patience 10); replaces --lr --fanouts "
                    "--loss --eval-every, and --max-steps only caps it")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=cfg.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--state", help="resumable run: save the loop state here at every evaluation, "
                    "and continue from it when it exists (e.g. a batch job resubmitted after its time limit)")

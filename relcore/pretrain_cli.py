@@ -12,15 +12,19 @@ from relcore.errors import RelcoreError
 def add_parser(sub, add_dataset_args) -> None:
     p = sub.add_parser("pretrain", help="contrastive pretraining of a backbone (no labels)")
     add_dataset_args(p)
-    p.add_argument("--backbone", default="linear", choices=["linear", "resnet"])
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--aggr", default="sum", choices=["sum", "mean"])
-    p.add_argument("--corruption", type=float, default=0.2)
-    p.add_argument("--corruption-mode", default="marginal", choices=["marginal", "uniform-unique"])
-    p.add_argument("--max-steps", type=int, default=2000)
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--time-limit", type=float, default=4 * 3600.0, help="seconds")
-    p.add_argument("--seed", type=int, default=0)
+    from relcore.models.config import AGGRS, TABLE_MODELS, BackboneConfig
+    from relcore.pretrain import PretrainConfig
+
+    bb, cfg = BackboneConfig(), PretrainConfig()  # the library's defaults, not restated here
+    p.add_argument("--backbone", default=bb.table_model, choices=TABLE_MODELS)
+    p.add_argument("--layers", type=int, default=bb.layers)
+    p.add_argument("--aggr", default=bb.aggr, choices=AGGRS)
+    p.add_argument("--corruption", type=float, default=cfg.corruption)
+    p.add_argument("--corruption-mode", default=cfg.corruption_mode, choices=["marginal", "uniform-unique"])
+    p.add_argument("--max-steps", type=int, default=cfg.max_steps)
+    p.add_argument("--eval-every", type=int, default=cfg.eval_every)
+    p.add_argument("--time-limit", type=float, default=cfg.time_limit_s, help="seconds")
+    p.add_argument("--seed", type=int, default=cfg.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--out", required=True, help="folder for backbone.pt and history.json")
     p.add_argument("--state", help="resumable run: save the loop state here at every evaluation, "

@@ -70,7 +70,6 @@ def test_bf16_mixed_precision_learns_like_fp32(synthetic_graph, churn):
 
 
 def test_frozen_backbone_is_bit_identical_after_P(synthetic_graph, churn, checkpoint):
-    seen = {}
     cfg = FinetuneConfig(mode="P", **{**FAST, "max_steps": 10, "eval_every": 5})
     from relcore.finetune import make_backbone
     from relcore.loop import seed_everything
@@ -80,8 +79,8 @@ def test_frozen_backbone_is_bit_identical_after_P(synthetic_graph, churn, checkp
     start = TaskModel(make_backbone(synthetic_graph, "P", None, checkpoint), "customers")
     trainable = freeze_for_mode(start, "P")
     assert trainable and all(p.requires_grad for p in start.head.parameters())
-    result = finetune(synthetic_graph, churn, "customer-churn", cfg, checkpoint=checkpoint, _model_out=seen)
-    after = seen["model"]
+    result = finetune(synthetic_graph, churn, "customer-churn", cfg, checkpoint=checkpoint)
+    after = result.model
     for name, tensor in start.backbone.state_dict().items():
         if not name.startswith("temporal."):
             assert torch.equal(tensor, after.backbone.state_dict()[name]), name
@@ -97,26 +96,24 @@ def test_R_trains_the_head_on_a_frozen_random_backbone(synthetic_graph, churn):
     from relcore.finetune import make_backbone
     from relcore.loop import seed_everything
 
-    seen = {}
     cfg = FinetuneConfig(mode="R", **{**FAST, "max_steps": 10, "eval_every": 5})
     bb = BackboneConfig(table_model="linear")
     seed_everything(cfg.seed)
     start = TaskModel(make_backbone(synthetic_graph, "R", bb, None), "customers")
-    result = finetune(synthetic_graph, churn, "customer-churn", cfg, bb, _model_out=seen)
-    after = seen["model"].backbone.state_dict()
+    result = finetune(synthetic_graph, churn, "customer-churn", cfg, bb)
+    after = result.model.backbone.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in start.backbone.state_dict().items() if not k.startswith("temporal."))
-    assert not torch.equal(start.head.state_dict()["lin1.weight"], seen["model"].head.state_dict()["lin1.weight"])
+    assert not torch.equal(start.head.state_dict()["lin1.weight"], result.model.head.state_dict()["lin1.weight"])
     assert result.mode == "R" and result.steps == 10 and 0.0 < result.val["roc_auc"] < 1.0
 
 
 def test_PF_updates_the_backbone(synthetic_graph, churn, checkpoint):
-    seen = {}
     cfg = FinetuneConfig(mode="PF", **{**FAST, "max_steps": 5, "eval_every": 5})
     from relcore.finetune import make_backbone
 
     before = make_backbone(synthetic_graph, "PF", None, checkpoint).state_dict()
-    finetune(synthetic_graph, churn, "customer-churn", cfg, checkpoint=checkpoint, _model_out=seen)
-    changed = [k for k, v in before.items() if not torch.equal(v, seen["model"].backbone.state_dict()[k])]
+    model = finetune(synthetic_graph, churn, "customer-churn", cfg, checkpoint=checkpoint).model
+    changed = [k for k, v in before.items() if not torch.equal(v, model.backbone.state_dict()[k])]
     assert any(k.startswith("gnn.") for k in changed) and any(k.startswith("table_models.") for k in changed)
 
 
@@ -132,8 +129,7 @@ def test_interrupted_run_continues_to_the_same_result(synthetic_graph, churn, ch
     cfg = FinetuneConfig(mode=mode, **{**FAST, "max_steps": 30, "eval_every": 10, "patience": 10,
                                        "fanouts": (8, 8)})
     kw = dict(backbone_config=BackboneConfig(table_model="resnet")) if mode == "B" else dict(checkpoint=checkpoint)
-    whole, resumed = {}, {}
-    ref = finetune(synthetic_graph, churn, "customer-churn", cfg, **kw, _model_out=whole)
+    ref = finetune(synthetic_graph, churn, "customer-churn", cfg, **kw)
 
     state, handed = tmp_path / "state.pt", {}
 
@@ -147,11 +143,11 @@ def test_interrupted_run_continues_to_the_same_result(synthetic_graph, churn, ch
     assert {s for s, path in handed.items() if path is not None} == {10, 20}
     assert handed[20] == str(state) and state.is_file()
 
-    second = finetune(synthetic_graph, churn, "customer-churn", cfg, **kw, state_path=state, _model_out=resumed)
+    second = finetune(synthetic_graph, churn, "customer-churn", cfg, **kw, state_path=state)
     assert second.steps == 30 and second.stop_reason == ref.stop_reason
     assert _without_clock(second.history) == _without_clock(ref.history)
     assert (second.val, second.test, second.best_step) == (ref.val, ref.test, ref.best_step)
-    a, b = whole["model"].state_dict(), resumed["model"].state_dict()
+    a, b = ref.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert second.seconds >= first.seconds  # the wall clock continues too
 
