@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from relcore.dataset_args import add_dataset_args, spec_from_args
 from relcore.errors import RelcoreError
 
 
@@ -17,7 +18,7 @@ def _fanouts(text: str) -> tuple[int, ...] | int:
     return values[0] if len(values) == 1 else values
 
 
-def add_parser(sub, add_dataset_args) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("finetune", help="train a task model in regime B, P or PF")
     add_dataset_args(p)
     p.add_argument("--task", required=True)
@@ -52,7 +53,6 @@ def add_parser(sub, add_dataset_args) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from relcore.cli import spec_from_args
     from relcore.data import get_db, load_dataset, load_task
     from relcore.finetune import FinetuneConfig, finetune, reference_code_protocol, train_rows
     from relcore.graph import build_graph

@@ -6,10 +6,11 @@ import argparse
 
 import torch
 
+from relcore.dataset_args import add_dataset_args, spec_from_args
 from relcore.errors import RelcoreError
 
 
-def add_parser(sub, add_dataset_args) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="contrastive pretraining of a backbone (no labels)")
     add_dataset_args(p)
     from relcore.models.config import AGGRS, TABLE_MODELS, BackboneConfig
@@ -33,7 +34,6 @@ def add_parser(sub, add_dataset_args) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from relcore.cli import spec_from_args
     from relcore.data import get_db, load_dataset
     from relcore.graph import build_graph
     from relcore.models import BackboneConfig
