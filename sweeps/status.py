@@ -207,10 +207,8 @@ def finished_finetune_trials(runs: SweepRuns) -> pd.DataFrame:
     for r in runs.trials("finetune"):
         if r.info.status != "FINISHED":
             continue
-        m = r.data.metrics
-        metric = "roc_auc" if "best/val/roc_auc" in m else "mae"
         trial = FinetuneTrial.from_dict(tracking.unflatten(r.data.params))
-        rows.append(TrialRow.from_result(trial, {**m, "metric": metric, "done_reason": r.data.tags.get("stop_reason")}))
+        rows.append(TrialRow.from_result(trial, r.data.metrics, stop_reason=r.data.tags.get("stop_reason")))
     return frame(rows)
 
 

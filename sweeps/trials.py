@@ -53,15 +53,18 @@ class TrialRow:
 
     @classmethod
     def from_result(cls, trial: "FinetuneTrial", metrics: dict, stop_reason: str | None = None) -> "TrialRow":
-        """The row of a fine-tuning trial and the summary its trainable reported last."""
-        metric = metrics["metric"]
+        """The row of a fine-tuning trial and the metrics it reported last: its closing
+        summary, or (a trial ended from outside, as Tune's stoppers did before the loops
+        owned stopping) its last evaluation, which carries the best state's metrics too."""
+        metric = metrics.get("metric") or ("roc_auc" if "best/val/roc_auc" in metrics else "mae")
         return cls(
             dataset=trial.dataset.name, task=trial.task, backbone=trial.backbone.table_model, regime=trial.regime,
             layers=trial.backbone.layers, aggr=trial.backbone.aggr,
             corruption=math.nan if trial.corruption is None else trial.corruption, seed=trial.finetune.seed,
             protocol=trial.protocol, db_cut=trial.dataset.db_cut, key=trial.key, metric=metric,
             val=float(metrics[f"best/val/{metric}"]), test=float(metrics[f"best/test/{metric}"]),
-            steps=int(metrics.get("steps", 0)), seconds=float(metrics.get("busy_s", math.nan)),
+            steps=int(metrics.get("steps", metrics.get("step", 0))),
+            seconds=float(metrics.get("busy_s", metrics.get("time_total_s", math.nan))),
             stop_reason=stop_reason or str(metrics.get("done_reason", "")),
             metrics={k[len("best/"):]: float(v) for k, v in metrics.items()
                      if k.startswith(("best/val/", "best/test/"))})

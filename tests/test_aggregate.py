@@ -120,3 +120,23 @@ def test_contrasts_over_all_trials_in_the_results_markdown():
     assert "| +0.100 ± " in text.split("| rating |")[-1]
     # the top-5 table has the R column, and says how it was measured
     assert "| B | P | P&F | R |" in text and "protocol paper; database cut test." in text
+
+
+def test_trial_row_of_a_trial_ended_after_an_evaluation():
+    """A trial ended from outside after an evaluation (no closing summary) still gives its
+    row: metric, steps and seconds from the evaluation's own keys."""
+    from relcore.data import DatasetSpec
+    from relcore.finetune import FinetuneConfig
+    from relcore.models import BackboneConfig
+    from sweeps.space import FinetuneTrial
+    from sweeps.trials import TrialRow
+
+    trial = FinetuneTrial("driver-dnf-P-linear-L2-sum-c0.4-s0", DatasetSpec("rel-f1", db_cut="full"), "driver-dnf",
+                          "P", BackboneConfig(), FinetuneConfig(mode="P", seed=3), "reference",
+                          checkpoint="/c", pretrain_key="linear-L2-sum-c0.4-s0", corruption=0.4)
+    evaluation = {"step": 242, "time_total_s": 322.5, "best/val/roc_auc": 0.70, "best/test/roc_auc": 0.75,
+                  "val/roc_auc": 0.69, "best/val/accuracy": 0.8}
+    row = TrialRow.from_result(trial, evaluation, stop_reason="early_stopping (patience 10)")
+    assert (row.metric, row.val, row.test, row.steps, row.seconds) == ("roc_auc", 0.70, 0.75, 242, 322.5)
+    assert (row.seed, row.corruption, row.db_cut, row.protocol) == (3, 0.4, "full", "reference")
+    assert row.metrics == {"val/roc_auc": 0.70, "test/roc_auc": 0.75, "val/accuracy": 0.8}
