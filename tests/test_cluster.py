@@ -43,7 +43,7 @@ SBATCH_SCRIPT = REPO / "cluster" / "slurm" / "relcore-sweep.sbatch"
 PY = sys.executable
 RAY = str(Path(sys.executable).with_name("ray"))
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-QUICK_TRIALS = {"pretrain": 2, "finetune": 12}  # as in test_sweep.py
+QUICK_TRIALS = {"pretrain": 2, "finetune": 16}  # as in test_sweep.py
 
 pytestmark = pytest.mark.cluster
 
@@ -271,7 +271,7 @@ def _check_quick_sweep_in_mlflow(uri: str, name: str):
     assert len(summary) == 1
     assert "customer-churn.linear.PF.test.roc_auc_mean" in summary[0].data.metrics
     arts = {a.path for a in client.list_artifacts(summary[0].info.run_id)}
-    assert {"results.csv", "results.md"} <= arts  # uploaded to the server's artifact store
+    assert {"trials.csv", "results.csv", "results.md"} <= arts  # uploaded to the server's artifact store
     pre = _trial_runs(runs, "pretrain")[0]
     assert [a.path for a in client.list_artifacts(pre.info.run_id, "checkpoint")] == ["checkpoint/backbone.pt"]
     return client, runs
