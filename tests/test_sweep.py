@@ -375,7 +375,7 @@ def test_sigkill_then_resume_runs_each_trial_once(tmp_path):
 
 def test_sigint_during_pretraining_stops_before_fine_tuning(tmp_path):
     """Ctrl-C makes Tune return early: the sweep must stop, not fine-tune partial checkpoints."""
-    # one paper-preset pretraining trial (validation every 50 steps) and 3 short fine-tuning trials
+    # one paper-preset pretraining trial (validation every 50 steps) and 4 short fine-tuning trials
     extra = ("--preset", "paper", "--backbones", "linear", "--layers", "2", "--aggr", "sum", "--corruption", "0.2",
              "--tasks", "customer-churn", "--seeds", "1", "--pretrain-steps", "300", "--finetune-steps", "20")
     proc = subprocess.Popen(sweep_cmd(tmp_path, "sigint", *extra), cwd=tmp_path, stdout=subprocess.PIPE,
@@ -401,7 +401,7 @@ def test_sigint_during_pretraining_stops_before_fine_tuning(tmp_path):
     done = run_sweep(tmp_path, "sigint", *extra, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     _, runs = runs_of(tmp_path, "sigint")
-    for stage, n in {"pretrain": 1, "finetune": 3}.items():
+    for stage, n in {"pretrain": 1, "finetune": 4}.items():
         keys = Counter(r.data.tags["trial_key"] for r in trial_runs(runs, stage))
         assert len(keys) == n and set(keys.values()) == {1}, keys
     # the resumed stage's wall time includes the interrupted run's, so the share is a share
@@ -429,7 +429,7 @@ def test_a_worker_killed_for_memory_stops_the_stage_resumably(tmp_path):
     done = run_sweep(tmp_path, "oom", *extra, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     _, runs = runs_of(tmp_path, "oom")
-    for stage_name, n in {"pretrain": 1, "finetune": 3}.items():
+    for stage_name, n in {"pretrain": 1, "finetune": 4}.items():
         finished = [r for r in trial_runs(runs, stage_name) if r.info.status == "FINISHED"]
         assert sorted({r.data.tags["trial_key"] for r in finished}) == sorted(
             r.data.tags["trial_key"] for r in finished) and len(finished) == n, stage_name
