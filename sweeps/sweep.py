@@ -317,43 +317,14 @@ class Sweep:
                 "base": trials[0]}
 
     def _run_stage(self, stage: str, trainable, param_space: dict, total: int) -> StageOutcome:
+        """One stage: its MLflow parent run, Tune's fit under the stage clock, its outcome."""
         start = time.time()
         parent = tracking.stage_run(self.client, self.experiment_id, stage, self._stage_params())
         # A resumed stage's wall time continues from its earlier runs (tracking.StageClock keeps
         # it logged), so that its busy time, which counts every trial, is not set against this run's alone.
         if not self.args.resume:
             self.client.log_metric(parent, "wall_s", 0.0)
-        resources = {"cpu": self.args.cpus_per_trial, "gpu": self.args.gpus_per_trial}
-        if self.args.memory_per_trial > 0:
-            resources["memory"] = self.args.memory_per_trial * 2**30
-        runnable = tune.with_resources(trainable, resources)
-        path = self._stage_path(stage)
-        if self.args.resume and tune.Tuner.can_restore(path):
-            print(f"run_grid: resuming {stage} from {path}", flush=True)
-            if stale := tracking.mark_interrupted(self.client, self.experiment_id, stage):
-                print(f"run_grid: {stale} trial(s) interrupted by the stop continue from their last "
-                      "evaluation", flush=True)
-            tuner = tune.Tuner.restore(path, trainable=runnable, resume_unfinished=True,
-                                       resume_errored=False, param_space=param_space)
-        else:
-            optuna = stage == "pretrain" and self.args.search == "optuna"
-            tune_config = tune.TuneConfig(reuse_actors=True)
-            if optuna:
-                from ray.tune.search.optuna import OptunaSearch
-
-                total = self.args.num_samples
-                tune_config = tune.TuneConfig(
-                    search_alg=OptunaSearch(metric="monitor", mode="min", seed=0),
-                    num_samples=total, reuse_actors=True)
-            tuner = tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
-                               run_config=tune.RunConfig(
-                                   name=f"{self.args.name}-{stage}", storage_path=self.storage,
-                                   verbose=0,
-                                   failure_config=tune.FailureConfig(max_failures=self.args.max_failures),
-                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                   callbacks=[tracking.TrialRunLogger(self.args.mlflow_uri, self.args.name,
-                                                                      stage, parent),
-                                              ProgressLine(stage, total), DropLoopState()]))
+        tuner = self._tuner(stage, trainable, param_space, total, parent)
         self._catch_stop_signals()
         with tracking.StageClock(self.args.mlflow_uri, parent, start=start) as clock:
             try:
@@ -365,12 +336,47 @@ class Sweep:
                 self._stop_stage(parent, clock.wall())
                 raise RelcoreError(f"{stage} stage interrupted ({_why_tune_failed(exc)}); its "
                                    "state is saved; continue with the same command plus --resume") from exc
+        outcome = self._outcome(stage, grid, parent, clock.wall())
+        self.outcomes[stage] = outcome
+        return outcome
+
+    def _tuner(self, stage: str, trainable, param_space: dict, total: int, parent: str) -> tune.Tuner:
+        """The stage's Tuner: restored from its storage on ``--resume``, else new."""
+        resources = {"cpu": self.args.cpus_per_trial, "gpu": self.args.gpus_per_trial}
+        if self.args.memory_per_trial > 0:
+            resources["memory"] = self.args.memory_per_trial * 2**30
+        runnable = tune.with_resources(trainable, resources)
+        path = self._stage_path(stage)
+        if self.args.resume and tune.Tuner.can_restore(path):
+            print(f"run_grid: resuming {stage} from {path}", flush=True)
+            if stale := tracking.mark_interrupted(self.client, self.experiment_id, stage):
+                print(f"run_grid: {stale} trial(s) interrupted by the stop continue from their last "
+                      "evaluation", flush=True)
+            return tune.Tuner.restore(path, trainable=runnable, resume_unfinished=True,
+                                      resume_errored=False, param_space=param_space)
+        tune_config = tune.TuneConfig(reuse_actors=True)
+        if stage == "pretrain" and self.args.search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            total = self.args.num_samples
+            tune_config = tune.TuneConfig(search_alg=OptunaSearch(metric="monitor", mode="min", seed=0),
+                                          num_samples=total, reuse_actors=True)
+        return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
+                          run_config=tune.RunConfig(
+                              name=f"{self.args.name}-{stage}", storage_path=self.storage, verbose=0,
+                              failure_config=tune.FailureConfig(max_failures=self.args.max_failures),
+                              checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                              callbacks=[tracking.TrialRunLogger(self.args.mlflow_uri, self.args.name, stage, parent),
+                                         ProgressLine(stage, total), DropLoopState()]))
+
+    def _outcome(self, stage: str, grid, parent: str, wall: float) -> StageOutcome:
+        """A finished stage's results and times, logged to its parent run. A stage Tune
+        returned from early (a stop signal, unfinished trials) is closed as stopped instead:
+        the next stage must not start from a partial set of checkpoints, nor the summary
+        aggregate a partial grid."""
         results = [grid[i] for i in range(len(grid))]
-        wall = clock.wall()
         unfinished = len(grid) - grid.num_terminated - grid.num_errors
         if self.stop_signal is not None or unfinished:
-            # Tune saved its state and returned early: the next stage must not start from a
-            # partial set of checkpoints, and the summary must not aggregate a partial grid.
             self._stop_stage(parent, wall)
             why = signal.Signals(self.stop_signal).name if self.stop_signal else f"{unfinished} trial(s) unfinished"
             raise RelcoreError(f"{stage} stage interrupted ({why}): its state is saved; continue with "
@@ -379,14 +385,10 @@ class Sweep:
                    for r in results if r.metrics)
         setup = sum(float(r.metrics.get("setup_s", 0.0) or 0.0) for r in results if r.metrics)
         failed = sum(r.error is not None for r in results)
-        slots = self.slots
-        tracking.finish_stage(self.client, parent, {"trials": len(results), "failed": failed,
-                                                    "wall_s": wall, "busy_s": busy, "setup_s": setup,
-                                                    "slots": slots,
-                                                    "overhead_share": overhead_share(busy, wall, slots)})
-        outcome = StageOutcome(results, wall, busy, setup)
-        self.outcomes[stage] = outcome
-        return outcome
+        tracking.finish_stage(self.client, parent, {"trials": len(results), "failed": failed, "wall_s": wall,
+                                                    "busy_s": busy, "setup_s": setup, "slots": self.slots,
+                                                    "overhead_share": overhead_share(busy, wall, self.slots)})
+        return StageOutcome(results, wall, busy, setup)
 
     def _stop_stage(self, parent: str, wall: float) -> None:
         """Close a stage's parent run as stopped, keeping the wall time it ran."""
