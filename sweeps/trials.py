@@ -54,8 +54,9 @@ class TrialRow:
     @classmethod
     def from_result(cls, trial: "FinetuneTrial", metrics: dict, stop_reason: str | None = None) -> "TrialRow":
         """The row of a fine-tuning trial and the metrics it reported last: its closing
-        summary, or (a trial ended from outside, as Tune's stoppers did before the loops
-        owned stopping) its last evaluation, which carries the best state's metrics too."""
+        summary, or, for a trial ended from outside after an evaluation (a stopper of
+        Tune's, a sweep recorded by an older relcore), that evaluation, which carries the
+        best state's metrics too."""
         metric = metrics.get("metric") or ("roc_auc" if "best/val/roc_auc" in metrics else "mae")
         return cls(
             dataset=trial.dataset.name, task=trial.task, backbone=trial.backbone.table_model, regime=trial.regime,
