@@ -39,9 +39,9 @@ def autocast(device: torch.device, precision: str):
 
     ``bf16`` is PyTorch's automatic mixed precision: parameters, gradients, Adam's
     state and the losses stay fp32; matrix products run in bfloat16. On a CPU with
-    AVX512-BF16 or AMX (and on GPUs) those products are 2-3x faster, and they are most
-    of a step's time (fine-tuning's ResNet table models on ~23k rows per batch); the
-    price is bfloat16's 8-bit mantissa inside the products.
+    AVX512-BF16 or AMX (and on GPUs) those products are faster, and they are most of a
+    step's time (fine-tuning's ResNet table models over every row of a batch); the price
+    is bfloat16's 8-bit mantissa inside the products (measured: ``sweeps/bench/results/speed.md``).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

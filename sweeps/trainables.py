@@ -220,8 +220,8 @@ class DropLoopState(tune.Callback):
     """Removes the loop state from a finished trial's last checkpoint.
 
     Tune keeps each trial's latest checkpoint; a finished trial is never resumed, so its
-    tens of MB of loop state would only fill the storage (~10 GB over the rel-f1 paper
-    grid). What the checkpoint finished with otherwise stays (pretraining: ``backbone.pt``).
+    loop state (weights, optimiser moments, best state) would only fill the storage,
+    once per trial of the grid. What the checkpoint finished with otherwise stays (pretraining: ``backbone.pt``).
     """
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:

@@ -33,8 +33,8 @@ from relcore.models.table import make_table_model
 
 SECONDS_PER_DAY = 60 * 60 * 24
 # A node type's inputs stay look-ups when its nodes repeat rows and time differences this
-# often: then sparse products beat materialising them (measured on rel-f1: 2.1x faster
-# steps at 3 hops, where results repeat ~25x; 0.86x at 2 hops if every type is factored).
+# often: then sparse products beat materialising them; below it, materialising wins (the
+# threshold is measured on rel-f1 at 2 and 3 hops: sweeps/bench/results/depth.md).
 FACTOR_MIN_REPEATS = 8
 
 
