@@ -33,6 +33,7 @@ from relcore.resume import ResumableLoop, run_identity
 from relcore.sampling.temporal import TemporalNeighborSampler
 
 MODES = ("B", "P", "PF", "R")
+BATCH_ORDERS = ("random", "time")
 FROZEN = ("P", "R")  # regimes whose backbone does not train
 SUPPORTED = (TaskType.BINARY_CLASSIFICATION, TaskType.REGRESSION)
 
@@ -51,6 +52,7 @@ class FinetuneConfig:
     fanouts: tuple[int, ...] | int = 128
     regression_loss: str = "mse"
     precision: str = "fp32"  # "bf16": mixed-precision forward passes (relcore.loop.autocast)
+    batch_order: str = "random"  # which seeds share a batch: see epoch_order
     seed: int = 0
     device: str = "auto"
 
@@ -61,6 +63,8 @@ class FinetuneConfig:
             raise RelcoreError(f"regression_loss must be mse or l1, got {self.regression_loss!r}")
         if self.precision not in PRECISIONS:
             raise RelcoreError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.batch_order not in BATCH_ORDERS:
+            raise RelcoreError(f"batch order must be one of {BATCH_ORDERS}, got {self.batch_order!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -146,6 +150,23 @@ class SplitTable:
             times=torch.from_numpy(to_unix_time(df[task.time_col])),
             y=torch.from_numpy(df[task.target_col].to_numpy().astype(np.float32)),
         )
+
+
+def epoch_order(times: torch.Tensor, batch_order: str, generator: torch.Generator) -> torch.Tensor:
+    """The order an epoch visits the training rows in; consecutive slices are its batches.
+
+    - ``random``: a uniform permutation, so a batch mixes seeds of many timestamps.
+    - ``time``: whole timestamps in a shuffled order, rows shuffled within each, so a batch
+      holds the seeds of a few timestamps. Seeds at one timestamp share most of their
+      neighbourhoods, which a batch can then compute once (issue 20); each seed keeps its
+      own subgraph and is still visited once per epoch, only its batch-mates change.
+    """
+    perm = torch.randperm(len(times), generator=generator)
+    if batch_order == "random":
+        return perm
+    _, group = torch.unique(times, return_inverse=True)
+    rank = torch.randperm(int(group.max()) + 1 if len(times) else 0, generator=generator)[group]
+    return perm[torch.sort(rank[perm], stable=True).indices]
 
 
 def main_metric(task: EntityTask) -> tuple[str, bool]:
@@ -262,7 +283,7 @@ def finetune(
 
     history: list[dict] = []
     best_state, best_val, best_test = copy.deepcopy(model.state_dict()), {}, {}
-    order, cursor = torch.randperm(len(train.ids), generator=gen), 0
+    order, cursor = epoch_order(train.times, config.batch_order, gen), 0
     run = run_identity("finetune", config.to_dict(), task=task_name, backbone=model.backbone.config.to_dict())
     loop = ResumableLoop(run, state_path, callback, model, optimizer, gen, device,
                          EarlyStopping(config.patience, higher), WallClock(config.time_limit_s), config.max_steps)
@@ -272,7 +293,7 @@ def finetune(
     while loop.next_step():
         step = loop.step
         if cursor + config.batch_size > len(order):  # new epoch
-            order, cursor = torch.randperm(len(train.ids), generator=gen), 0
+            order, cursor = epoch_order(train.times, config.batch_order, gen), 0
         idx = order[cursor: cursor + config.batch_size]
         cursor += config.batch_size
         _train_mode(model, config.mode)

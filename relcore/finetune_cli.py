@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
                    help="reference: as the paper's reference code fine-tunes (lr 5e-3, fan-outs halving per "
                    "hop, L1, 20 epochs, a validation every epoch, patience 10); replaces --lr --fanouts "
                    "--loss --eval-every, and --max-steps only caps it")
+    p.add_argument("--batch-order", default=cfg.batch_order, choices=["random", "time"],
+                   help="random: seeds of any timestamps share a batch; time: the seeds of a few whole "
+                   "timestamps do (each seed still once per epoch, with its own subgraph)")
     p.add_argument("--seed", type=int, default=cfg.seed)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--state", help="resumable run: save the loop state here at every evaluation, "
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> dict:
     config = FinetuneConfig(mode=args.mode, lr=args.lr, batch_size=args.batch_size,
                             max_steps=args.max_steps, eval_every=args.eval_every,
                             fanouts=args.fanouts, regression_loss=args.loss,
-                            time_limit_s=args.time_limit, precision=args.precision, seed=args.seed)
+                            time_limit_s=args.time_limit, precision=args.precision, seed=args.seed,
+                            batch_order=args.batch_order)
     backbone = BackboneConfig(table_model=args.backbone, layers=args.layers, aggr=args.aggr)
     if args.protocol == "reference":  # its fan-outs follow the depth: the checkpoint's for P and PF
         layers = read_checkpoint(args.checkpoint).config.layers if args.checkpoint else backbone.layers

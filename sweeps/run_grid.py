@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune-steps", type=int, help="override the preset's max fine-tuning steps")
     p.add_argument("--finetune-precision", default="fp32", choices=["fp32", "bf16"],
                    help="fine-tuning forward passes: fp32 (the paper) or bf16 mixed precision")
+    p.add_argument("--batch-order", default="random", choices=["random", "time"],
+                   help="fine-tuning batches: seeds of any timestamps (random, the paper) or of a few whole "
+                   "timestamps (time); each seed once per epoch either way")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray instance (default: all)")
     return p.parse_args(argv)
 

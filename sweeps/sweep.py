@@ -126,6 +126,7 @@ class SweepOptions:
     pretrain_time_limit: float = 4 * 3600.0
     finetune_time_limit: float = 2 * 3600.0
     finetune_precision: str = "fp32"
+    batch_order: str = "random"
     cluster: str = "auto"
     num_cpus: int | None = None
     cpus_per_trial: float = 1.0
@@ -190,7 +191,7 @@ class Sweep:
         # The loops own stopping (patience, wall time, max steps): the limits travel in each trial's config.
         preset.pretrain = replace(preset.pretrain, time_limit_s=args.pretrain_time_limit)
         preset.finetune = replace(preset.finetune, precision=args.finetune_precision,
-                                  time_limit_s=args.finetune_time_limit)
+                                  time_limit_s=args.finetune_time_limit, batch_order=args.batch_order)
         spec = DatasetSpec(args.dataset, raw_dir=args.raw_dir, time_cols=args.time_col,
                            db_cut=args.db_cut or preset.db_cut)
         dataset = load_dataset(spec)  # unknown dataset / missing or corrupt data fail here

@@ -254,3 +254,33 @@ def test_cli_link_task_not_supported(f1_raw_dir):
     out = cli("finetune", "rel-f1", "--raw-dir", f1_raw_dir, "--task", "driver-circuit-compete", "--mode", "B",
               "--max-steps", "2")
     assert out.returncode == 2 and "not supported yet" in out.stderr.strip().splitlines()[-1]
+
+
+def test_time_batch_order_keeps_whole_timestamps_together(synthetic_graph, churn):
+    """--batch-order time: an epoch is a permutation of the training rows in which every
+    timestamp's seeds are one contiguous block (blocks and rows within them shuffled, seeded);
+    random scatters them. A run in that order trains like any other."""
+    from relcore.finetune import SplitTable, epoch_order
+
+    times = SplitTable.of(churn, "train").times
+    n_stamps = len(times.unique())
+    assert 1 < n_stamps < len(times)  # several seeds per timestamp
+
+    def blocks(order):  # maximal runs of one timestamp along the order
+        t = times[order]
+        return int((t[1:] != t[:-1]).sum()) + 1
+
+    timed = epoch_order(times, "time", torch.Generator().manual_seed(0))
+    assert sorted(timed.tolist()) == list(range(len(times)))
+    assert blocks(timed) == n_stamps
+    assert torch.equal(timed, epoch_order(times, "time", torch.Generator().manual_seed(0)))
+    assert not torch.equal(timed, epoch_order(times, "time", torch.Generator().manual_seed(1)))
+    shuffled = epoch_order(times, "random", torch.Generator().manual_seed(0))
+    assert torch.equal(shuffled, torch.randperm(len(times), generator=torch.Generator().manual_seed(0)))
+    assert blocks(shuffled) > 2 * n_stamps
+    result = finetune(synthetic_graph, churn, "customer-churn",
+                      FinetuneConfig(batch_order="time", **{**FAST, "max_steps": 10, "eval_every": 5}),
+                      BackboneConfig(table_model="linear"))
+    assert result.steps == 10 and 0.0 < result.val["roc_auc"] < 1.0
+    with pytest.raises(RelcoreError, match="batch order must be one of"):
+        FinetuneConfig(batch_order="size")
