@@ -158,7 +158,7 @@ def epoch_order(times: torch.Tensor, batch_order: str, generator: torch.Generato
     - ``random``: a uniform permutation, so a batch mixes seeds of many timestamps.
     - ``time``: whole timestamps in a shuffled order, rows shuffled within each, so a batch
       holds the seeds of a few timestamps. Seeds at one timestamp share most of their
-      neighbourhoods, which a batch can then compute once (issue 20); each seed keeps its
+      neighbourhoods, which a batch can then compute once; each seed keeps its
       own subgraph and is still visited once per epoch, only its batch-mates change.
     """
     perm = torch.randperm(len(times), generator=generator)
