@@ -17,7 +17,6 @@ from relcore.finetune import FinetuneConfig, reference_code_protocol
 from relcore.models.config import AGGRS, LAYERS, TABLE_MODELS, BackboneConfig
 from relcore.pretrain import PretrainConfig
 
-REGIMES = ("B", "P", "PF", "R")
 
 
 @dataclass

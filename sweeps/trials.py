@@ -88,11 +88,6 @@ def frame(rows: list[TrialRow]) -> pd.DataFrame:
     return table[COLUMNS + extra].sort_values(CELL + ["key"], kind="mergesort").reset_index(drop=True)
 
 
-def write(table: pd.DataFrame, path: Path) -> Path:
-    table.to_csv(path, index=False)
-    return path
-
-
 def read(path: str | Path) -> pd.DataFrame:
     """One ``trials.csv``; a missing file or column is a one-line error naming it."""
     path = Path(path)
