@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from relcore.models import BackboneConfig, GraphMeta, RDLBackbone
+from relcore.models.plan import full_plan, trimmed_plan
 from relcore.sampling.temporal import TemporalNeighborSampler
 
 
@@ -20,7 +21,8 @@ def test_trimmed_layers_and_row_cache_match_full_forward(f1_graph, table_model, 
     n = batch["drivers"].batch_size
     with torch.no_grad():
         x = backbone.encode_rows(batch)  # distinct rows encoded once, expanded by row_index
-        full = backbone.gnn(x, {et: batch[et].edge_index for et in batch.edge_types})["drivers"][:n]
+        full = backbone.gnn(x, full_plan({t: batch[t].num_nodes for t in batch.node_types},
+                                         {et: batch[et].edge_index for et in batch.edge_types}, layers))["drivers"][:n]
         trimmed = backbone(batch)["drivers"][:n]
         cached = backbone(batch, backbone.encode_tables(f1_graph.data))["drivers"][:n]
     torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)
@@ -94,15 +96,15 @@ def test_factored_first_layer_equals_materialised_inputs(f1_graph, aggr, monkeyp
     seed_times = torch.tensor([1_000_000_000, 1_200_000_000]).repeat_interleave(24)
     batch = TemporalNeighborSampler(f1_graph, [8, 8, 8]).sample("drivers", torch.arange(48), seed_times, generator=0)
     n = batch["drivers"].batch_size
-    hops = ({t: batch[t].num_sampled_nodes for t in batch.node_types},
-            {et: batch[et].num_sampled_edges for et in batch.edge_types})
-    edges = {et: batch[et].edge_index for et in batch.edge_types}
+    plan = trimmed_plan({t: batch[t].num_sampled_nodes for t in batch.node_types},
+                        {et: batch[et].num_sampled_edges for et in batch.edge_types},
+                        {et: batch[et].edge_index for et in batch.edge_types}, 3)
 
     def seeds_and_grads(factored: bool):
         backbone.zero_grad()
         x = backbone.encode_rows(batch, factored=factored)
         assert all(isinstance(v, FactoredRows) == factored for v in x.values())
-        out = backbone.gnn(x, edges, *hops)["drivers"][:n]
+        out = backbone.gnn(x, plan)["drivers"][:n]
         out.square().sum().backward()
         return out.detach(), {k: p.grad.clone() for k, p in backbone.named_parameters() if p.grad is not None}
 

@@ -29,6 +29,7 @@ from torch_geometric.utils import scatter
 from relcore.models.config import BackboneConfig
 from relcore.models.factored import FactoredRows
 from relcore.models.meta import EdgeType, GraphMeta
+from relcore.models.plan import Plan, full_plan, shared_plan, trimmed_plan
 from relcore.models.table import make_table_model
 
 SECONDS_PER_DAY = 60 * 60 * 24
@@ -101,35 +102,18 @@ class HeteroSAGE(HeteroGraphSAGE):
         super().__init__(node_types, edge_types, channels, aggr=aggr, num_layers=num_layers)
         self.aggr = aggr
 
-    def forward(self, x_dict: dict[str, Tensor],  # type: ignore[override]
-                edge_index_dict: dict[EdgeType, Tensor],
-                num_sampled_nodes_dict: dict[str, list[int]] | None = None,
-                num_sampled_edges_dict: dict[EdgeType, list[int]] | None = None) -> dict[str, Tensor]:
-        """Message passing; with per-hop counts (temporal batches), trimmed per layer.
-
-        Trimming (PyG's ``trim_to_layer`` idea, applied to destinations too): nodes
-        are laid out hop by hop and the edges of hop :math:`h` point into hop-:math:`h`
-        nodes, so layer :math:`l` of :math:`L` only computes outputs for hops
-        :math:`< L - l` from the edges of those hops. Seed outputs are unchanged
-        (checked by a test); hop-:math:`L` rows are never transformed at all.
-        """
-        incoming: dict[str, list[EdgeType]] = {}
-        for et in edge_index_dict:
-            if et[0] in x_dict and et[2] in x_dict:
-                incoming.setdefault(et[2], []).append(et)
-        num_layers = len(self.convs)
-        for layer, (conv, norm_dict) in enumerate(zip(self.convs, self.norms)):
-            keep = num_layers - layer
-            if num_sampled_nodes_dict is not None:
-                n_keep = {t: sum(num_sampled_nodes_dict[t][:keep]) for t in x_dict}
-                edges = {et: ei[:, :sum(num_sampled_edges_dict[et][:keep])] for et, ei in edge_index_dict.items()}
-            else:
-                n_keep = {t: x.size(0) for t, x in x_dict.items()}
-                edges = edge_index_dict
+    def forward(self, x_dict: dict[str, Tensor | FactoredRows], plan: Plan) -> dict[str, Tensor]:  # type: ignore[override]
+        """Message passing as ``plan`` lays it out (:mod:`relcore.models.plan`); returns
+        ``plan.out``'s rows of the last layer."""
+        for layer, conv, norm_dict in zip(plan.layers, self.convs, self.norms):
+            incoming: dict[str, list[EdgeType]] = {}
+            for et in layer.edges:
+                if et[0] in x_dict and et[2] in x_dict:
+                    incoming.setdefault(et[2], []).append(et)
             out: dict[str, Tensor] = {}
             for dst, ets in incoming.items():
-                n_dst = n_keep[dst]
-                x_dst = _first_rows(x_dict[dst], n_dst)
+                n_dst = layer.num_out[dst]
+                x_dst = _take(x_dict[dst], layer.root[dst])
                 feats, weights = [x_dst], []
                 bias: Tensor | int = 0
                 w_root: Tensor | int = 0
@@ -137,7 +121,7 @@ class HeteroSAGE(HeteroGraphSAGE):
                 for et in ets:
                     sage = conv.convs[et]
                     x_src = x_dict[et[0]]
-                    src_idx, dst_idx = edges[et]
+                    src_idx, dst_idx = layer.edges[et]
                     bias = bias + sage.lin_l.bias
                     w_root = w_root + sage.lin_r.weight
                     if isinstance(x_src, FactoredRows):  # first layer of a temporal batch
@@ -153,9 +137,9 @@ class HeteroSAGE(HeteroGraphSAGE):
                                              dim_size=n_dst, reduce=self.aggr))
                         weights.append(sage.lin_l.weight)
                 out[dst] = F.linear(torch.cat(feats, dim=1), torch.cat([w_root] + weights, dim=1), bias) + projected
-            x_dict = {t: norm_dict[t](out[t] if t in out else _first_rows(x, n_keep[t])).relu()
+            x_dict = {t: norm_dict[t](out[t] if t in out else _take(x, layer.root[t])).relu()
                       for t, x in x_dict.items()}
-        return x_dict
+        return {t: _take(x, plan.out[t]) for t, x in x_dict.items()}
 
     def forward_reference(self, x_dict: dict[str, Tensor],
                           edge_index_dict: dict[EdgeType, Tensor]) -> dict[str, Tensor]:
@@ -166,8 +150,15 @@ class HeteroSAGE(HeteroGraphSAGE):
         return x_dict
 
 
-def _first_rows(x: Tensor | FactoredRows, n: int) -> Tensor:
-    return x.head(n) if isinstance(x, FactoredRows) else x[:n]
+def _select(x: Tensor, index: Tensor | None) -> Tensor:
+    return x if index is None else x.index_select(0, index)
+
+
+def _take(x: Tensor | FactoredRows, rows: Tensor | int) -> Tensor:
+    """``rows`` of ``x``: an index, or a count of first rows (a view, no copy)."""
+    if isinstance(x, FactoredRows):
+        return x.take(rows)
+    return x[:rows] if isinstance(rows, int) else x.index_select(0, rows)
 
 
 class RDLBackbone(torch.nn.Module):
@@ -194,6 +185,8 @@ class RDLBackbone(torch.nn.Module):
         self.edge_types = [tuple(et) for et in graph_meta.edge_types]
         self.time_node_types = list(graph_meta.time_node_types)
         self._edge_type_set = set(self.edge_types)
+        # Exact either way (relcore.models.plan); off only to measure or test what it saves.
+        self.share = True
 
         self.table_models = torch.nn.ModuleDict({
             t: make_table_model(config.table_model, config.channels, graph_meta.col_names_dict[t],
@@ -214,24 +207,31 @@ class RDLBackbone(torch.nn.Module):
         self.gnn.reset_parameters()
 
     def encode_rows(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None,
-                    factored: bool = False) -> dict[str, Tensor | FactoredRows]:
+                    factored: bool = False,
+                    nodes: dict[str, Tensor | None] | None = None,
+                    min_repeats: float | None = None) -> dict[str, Tensor | FactoredRows]:
         """Stages 1-2 (+ temporal encoding): ``{node_type: [num_nodes, d]}`` before message passing.
 
         A batch whose ``tf`` holds each distinct row once carries ``row_index``
         (node -> tf row): rows reached from many seeds are encoded once.
         ``row_cache`` (a frozen backbone's :meth:`encode_table` outputs for whole
         tables) replaces the table models by a look-up by ``n_id``. With ``factored``
-        the vectors of node types that repeat their look-ups at least ``FACTOR_MIN_REPEATS``
-        times stay look-ups (:class:`~relcore.models.factored.FactoredRows`).
+        the vectors of node types that repeat their look-ups at least ``min_repeats``
+        (default ``FACTOR_MIN_REPEATS``) times stay look-ups
+        (:class:`~relcore.models.factored.FactoredRows`). ``nodes[t]`` keeps those nodes
+        only, in that order (``None``: all).
         """
         device = next(self.parameters()).device
+        nodes = nodes or {}
+        min_repeats = FACTOR_MIN_REPEATS if min_repeats is None else min_repeats
         rows: dict[str, tuple[Tensor, Tensor | None]] = {}  # table output, node -> its row
         for t in batch.node_types:
             store = batch[t]
             if "tf" not in store:
                 continue
+            keep = nodes.get(t)
             if row_cache is not None and t in row_cache:
-                rows[t] = (row_cache[t], store.n_id)
+                rows[t] = (row_cache[t], _select(store.n_id, keep))
                 continue
             tf = store.tf
             if len(tf) == 0:
@@ -239,19 +239,19 @@ class RDLBackbone(torch.nn.Module):
                 x = torch.zeros(0, self.channels, device=device)
             else:
                 x = self.table_models[t](tf)
-            rows[t] = (x, store.row_index if "row_index" in store else None)
+            rows[t] = (x, _select(store.row_index, keep) if "row_index" in store else keep)
 
         times: dict[str, tuple[Tensor, Tensor]] = {}
         if self.temporal is not None:
             timed = [t for t in self.time_node_types
                      if t in rows and "seed_time" in batch[t] and "time" in batch[t]]
             if timed:
-                times = self.temporal.factors({t: batch[t].seed_time for t in timed},
-                                              {t: batch[t].time for t in timed})
+                times = self.temporal.factors({t: _select(batch[t].seed_time, nodes.get(t)) for t in timed},
+                                              {t: _select(batch[t].time, nodes.get(t)) for t in timed})
         x_dict: dict[str, Tensor | FactoredRows] = {}
         for t, (x, row_of) in rows.items():
             num_lookups = x.size(0) + (times[t][0].size(0) if t in times else 0)
-            if factored and row_of is not None and row_of.numel() >= FACTOR_MIN_REPEATS * num_lookups:
+            if factored and row_of is not None and row_of.numel() >= min_repeats * num_lookups:
                 x_dict[t] = FactoredRows(x, row_of, *times.get(t, (None, None)))
                 continue
             x = x.index_select(0, row_of) if row_of is not None else x
@@ -276,16 +276,39 @@ class RDLBackbone(torch.nn.Module):
             out[t] = torch.cat(parts) if parts else torch.zeros(0, self.channels, device=device)
         return out
 
-    def forward(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def plan(self, batch: HeteroData) -> Plan:
+        """How message passing runs on ``batch`` (:mod:`relcore.models.plan`): in temporal
+        batches laid out hop by hop, trimmed, and shared across identical computations
+        unless :attr:`share` is off; over every node otherwise."""
+        edges, hops = self._layout(batch)
         types = [t for t in batch.node_types if "tf" in batch[t]]
-        edge_index_dict = {et: batch[et].edge_index for et in batch.edge_types
-                           if et in self._edge_type_set and "edge_index" in batch[et]
-                           and et[0] in types and et[2] in types}
-        hops = all("num_sampled_nodes" in batch[t] for t in types) and \
-            all("num_sampled_edges" in batch[et] for et in edge_index_dict)
-        if not hops:
-            return self.gnn(self.encode_rows(batch, row_cache), edge_index_dict)
-        # temporal batches: the first layer reads the inputs as look-ups (relcore.models.factored)
-        return self.gnn(self.encode_rows(batch, row_cache, factored=True), edge_index_dict,
-                        {t: batch[t].num_sampled_nodes for t in types},
-                        {et: batch[et].num_sampled_edges for et in edge_index_dict})
+        layers = self.config.layers
+        if hops is None:
+            return full_plan({t: batch[t].num_nodes for t in types}, edges, layers)
+        nodes, edge_hops = hops
+        if self.share and all("seed_time" in batch[t] for t in types):
+            return shared_plan({t: batch[t].n_id for t in types}, {t: batch[t].seed_time for t in types},
+                               nodes, edge_hops, edges, layers)
+        return trimmed_plan(nodes, edge_hops, edges, layers)
+
+    def _layout(self, batch: HeteroData):
+        """The batch's edges the GNN reads, and its hop layout (``None`` when it has none)."""
+        types = [t for t in batch.node_types if "tf" in batch[t]]
+        edges = {et: batch[et].edge_index for et in batch.edge_types
+                 if et in self._edge_type_set and "edge_index" in batch[et] and et[0] in types and et[2] in types}
+        if not (all("num_sampled_nodes" in batch[t] for t in types)
+                and all("num_sampled_edges" in batch[et] for et in edges)):
+            return edges, None
+        return edges, ({t: batch[t].num_sampled_nodes for t in types},
+                       {et: batch[et].num_sampled_edges for et in edges})
+
+    def forward(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        plan = self.plan(batch)
+        # Temporal batches repeat rows and time differences: the first layer reads its
+        # inputs as look-ups (relcore.models.factored). A shared plan's inputs are each
+        # read at least once by an edge, so its look-ups always beat materialising them.
+        temporal = self._layout(batch)[1] is not None
+        shared = any(nodes is not None for nodes in plan.inputs.values())
+        x_dict = self.encode_rows(batch, row_cache, factored=temporal, nodes=plan.inputs,
+                                  min_repeats=0 if shared else FACTOR_MIN_REPEATS)
+        return self.gnn(x_dict, plan)

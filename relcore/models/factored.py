@@ -41,11 +41,15 @@ class FactoredRows:
     times: Tensor | None = None
     time_of: Tensor | None = None
 
-    def head(self, n: int) -> Tensor:
-        """The first ``n`` nodes' vectors, materialised (nodes are laid out hop by hop)."""
-        x = self.rows.index_select(0, self.row_of[:n])
+    def take(self, nodes: Tensor | int) -> Tensor:
+        """The vectors of ``nodes`` (an index, or a count of first nodes), materialised."""
+        row_of, time_of = ((self.row_of[:nodes], None if self.time_of is None else self.time_of[:nodes])
+                           if isinstance(nodes, int) else
+                           (self.row_of.index_select(0, nodes),
+                            None if self.time_of is None else self.time_of.index_select(0, nodes)))
+        x = self.rows.index_select(0, row_of)
         if self.times is not None:
-            x = x + self.times.index_select(0, self.time_of[:n])
+            x = x + self.times.index_select(0, time_of)
         return x
 
     # A node type is the source of several edge types: its look-up table and each

@@ -1,0 +1,194 @@
+r"""Which rows each GraphSAGE layer computes, and from which of the previous layer's rows.
+
+A layer :math:`l` of the backbone maps the previous layer's rows
+:math:`\mathbf{X}^{(l-1)}` to its own :math:`\mathbf{X}^{(l)}`; a :class:`Layer` says, per
+node type, which previous row is each output's own (*root*) input and, per edge type,
+which previous rows are summed (or averaged) into which outputs. Three plans of the same
+batch give the same seed outputs:
+
+- :func:`full_plan`: every node at every layer (any batch);
+- :func:`trimmed_plan`: a temporal batch laid out hop by hop only needs hop-:math:`h`
+  nodes while :math:`h < L - l` (PyG's ``trim_to_layer``);
+- :func:`shared_plan`: on top of trimming, each distinct computation once.
+
+Sharing is exact. In a disjoint temporal batch a node's input depends only on its row and
+its seed time (the temporal encoding reads :math:`t_{\text{seed}} - t_v`), so two nodes
+compute the same vector at every layer when they agree on a key refined layer by layer,
+as in the Weisfeiler-Lehman test:
+
+.. math::
+    k^{(0)}_v = (t_{\text{seed}(v)}, r_v), \qquad
+    k^{(l)}_v = \big(k^{(l-1)}_v,\; \{\!\{ (\psi, k^{(l-1)}_u) : u \in \mathcal{N}_\psi(v) \}\!\}\big)
+
+Layer :math:`l` is then computed once per distinct :math:`k^{(l)}`, from one
+representative node's edges, and every occurrence reads that row. Seeds of one timestamp
+reach the same races, results and standings, so batches drawn a few timestamps at a time
+(``--batch-order time``) repeat most keys.
+
+The neighbour multiset is compared through its size and two sums, modulo
+:math:`p = 2^{31} - 1`, of random 31-bit codes of its members (one code table per edge
+type and layer): two different multisets of the same size collide with probability about
+:math:`(2/2^{31})^2 = 2^{-60}`. A batch in which no two nodes share their input key has
+nothing to share and keeps the trimmed plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+EdgeType = tuple[str, str, str]
+# Codes are below 2**31, so a sum over fewer than 2**32 neighbours stays exact in int64;
+# sums are compared modulo a prime so that two of them fit one int64.
+CODE_BITS = 31
+CODE_PRIME = 2 ** 31 - 1
+
+
+@dataclass
+class Layer:
+    """One layer: ``num_out[t]`` output rows per node type.
+
+    ``root[t]``: each output's own row in the previous layer, as an index, or ``n`` for
+    the first ``n`` rows. ``edges[et]``: ``[2, E]``, previous-layer rows of the source type
+    -> output rows of the destination type. Edge types absent from ``edges`` do not
+    contribute; present ones do even when empty (their bias, as in ``HeteroConv``).
+    """
+
+    num_out: dict[str, int]
+    root: dict[str, Tensor | int]
+    edges: dict[EdgeType, Tensor]
+
+
+@dataclass
+class Plan:
+    """What a batch's message passing computes.
+
+    ``inputs[t]``: the nodes whose input vectors (table model + temporal encoding) layer 1
+    reads, or ``None`` for all nodes in order. ``out[t]``: the last layer's row of each
+    node the backbone returns, as an index or a count of first rows.
+    """
+
+    inputs: dict[str, Tensor | None]
+    layers: list[Layer]
+    out: dict[str, Tensor | int]
+
+
+def full_plan(num_nodes: dict[str, int], edges: dict[EdgeType, Tensor], num_layers: int) -> Plan:
+    """Every node at every layer: each layer reads and writes rows in node order."""
+    layer = Layer(dict(num_nodes), dict(num_nodes), dict(edges))
+    return Plan({t: None for t in num_nodes}, [layer] * num_layers, dict(num_nodes))
+
+
+def trimmed_plan(num_sampled_nodes: dict[str, list[int]], num_sampled_edges: dict[EdgeType, list[int]],
+                 edges: dict[EdgeType, Tensor], num_layers: int) -> Plan:
+    """Layer :math:`l` of :math:`L` computes hops :math:`< L - l` from those hops' edges.
+
+    Nodes are laid out hop by hop and the edges of hop :math:`h` point into hop-:math:`h`
+    nodes, so every layer's rows are a prefix of the previous one's.
+    """
+    layers = []
+    for layer in range(num_layers):
+        keep = num_layers - layer
+        n_keep = {t: sum(counts[:keep]) for t, counts in num_sampled_nodes.items()}
+        kept = {et: ei[:, :sum(num_sampled_edges[et][:keep])] for et, ei in edges.items()}
+        layers.append(Layer(n_keep, dict(n_keep), kept))
+    return Plan({t: None for t in num_sampled_nodes}, layers, dict(layers[-1].num_out))
+
+
+def shared_plan(row: dict[str, Tensor], seed_time: dict[str, Tensor], num_sampled_nodes: dict[str, list[int]],
+                num_sampled_edges: dict[EdgeType, list[int]], edges: dict[EdgeType, Tensor],
+                num_layers: int, seed: int = 0) -> Plan:
+    r"""The trimmed plan with each distinct key :math:`k^{(l)}` computed once per layer.
+
+    Args:
+        row: per node type, each node's row in its table (``n_id``).
+        seed_time: per node type, each node's seed time.
+        num_sampled_nodes, num_sampled_edges, edges: the batch's hop layout and edges.
+        num_layers: GraphSAGE layers.
+        seed: seeds the random codes; any seed gives the same outputs.
+    """
+    trimmed = trimmed_plan(num_sampled_nodes, num_sampled_edges, edges, num_layers)
+    if not trimmed.layers:
+        return trimmed
+    first = trimmed.layers[0].num_out
+    own = {t: _rank(_input_key(seed_time[t][:n], row[t][:n])) for t, n in first.items()}
+    if all(_size(k) == k.numel() for k in own.values()):
+        return trimmed  # no two nodes share even their inputs: nothing to share at any layer
+    gen = torch.Generator().manual_seed(seed)
+    # An edge joins two nodes of one seed, so a neighbour's layer-0 key is its row once
+    # the destination's own key holds the seed time.
+    src_key = dict(row)
+    cls: dict[str, Tensor] = {}  # node -> its row in the previous layer's output
+    layers: list[Layer] = []
+    for depth, plain in enumerate(trimmed.layers):
+        codes = {et: torch.randint(0, 2 ** CODE_BITS, (_size(src_key[et[0]]), 2), generator=gen)
+                 for et in plain.edges}
+        key, is_rep, rep = {}, {}, {}
+        for t, n in plain.num_out.items():
+            deg = torch.zeros(n, dtype=torch.long)
+            sums = torch.zeros(n, 2, dtype=torch.long)
+            for et, (src, dst) in plain.edges.items():
+                if et[2] == t and dst.numel():
+                    deg.index_add_(0, dst, torch.ones_like(dst))
+                    sums.index_add_(0, dst, codes[et].index_select(0, src_key[et[0]].index_select(0, src)))
+            sums = sums % CODE_PRIME
+            neighbours = _rank(sums[:, 0] * CODE_PRIME + sums[:, 1])
+            k = own[t] if depth == 0 else cls[t][:n]
+            key[t] = k = _rank(_pair(_rank(_pair(k, deg)), neighbours))
+            # each key's representative: its first node
+            rep[t] = torch.full((_size(k),), n, dtype=torch.long).scatter_reduce_(0, k, torch.arange(n), "amin")
+            is_rep[t] = torch.zeros(n, dtype=torch.bool).index_fill_(0, rep[t], True)
+        root = {t: r if depth == 0 else cls[t].index_select(0, r) for t, r in rep.items()}
+        shared_edges = {}
+        for et, (src, dst) in plain.edges.items():
+            kept = is_rep[et[2]].index_select(0, dst)
+            src, dst = src[kept], dst[kept]
+            shared_edges[et] = torch.stack([src if depth == 0 else cls[et[0]].index_select(0, src),
+                                            key[et[2]].index_select(0, dst)])
+        layers.append(Layer({t: _size(k) for t, k in key.items()}, root, shared_edges))
+        cls = src_key = key
+    return Plan(_compact_inputs(layers[0], row, seed_time), layers, cls)
+
+
+def _compact_inputs(first: Layer, row: dict[str, Tensor], seed_time: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Renumber the first layer's reads to one input per distinct (seed time, row) they
+    read; return each input's representative node per type."""
+    reads: dict[str, list[tuple[EdgeType | None, Tensor]]] = {t: [(None, r)] for t, r in first.root.items()}
+    for et, ei in first.edges.items():
+        reads.setdefault(et[0], []).append((et, ei[0]))
+    inputs = {}
+    for t in row:
+        nodes = torch.cat([r for _, r in reads.get(t, [])]) if t in reads else torch.empty(0, dtype=torch.long)
+        inverse = _rank(_input_key(seed_time[t].index_select(0, nodes), row[t].index_select(0, nodes)))
+        n = _size(inverse)
+        inputs[t] = torch.full((n,), row[t].numel(), dtype=torch.long).scatter_reduce_(0, inverse, nodes, "amin")
+        for (et, _), part in zip(reads.get(t, []), inverse.split([r.numel() for _, r in reads.get(t, [])])):
+            if et is None:
+                first.root[t] = part
+            else:
+                first.edges[et] = torch.stack([part, first.edges[et][1]])
+    return inputs
+
+
+def _input_key(seed_time: Tensor, row: Tensor) -> Tensor:
+    """One int64 per (seed time, row), ordered as the pairs."""
+    if not row.numel():
+        return row
+    return (seed_time - seed_time.min()) * (int(row.max()) + 1) + row
+
+
+def _pair(a: Tensor, b: Tensor) -> Tensor:
+    """One int64 per pair of non-negative ints, ordered as the pairs (``a`` is a dense rank)."""
+    return a * (int(b.max()) + 1 if b.numel() else 1) + b
+
+
+def _size(key: Tensor) -> int:
+    """Number of distinct dense ranks (or rows) in ``key``."""
+    return int(key.max()) + 1 if key.numel() else 0
+
+
+def _rank(x: Tensor) -> Tensor:
+    """Dense rank of each value (equal values, equal ranks)."""
+    return torch.unique(x, return_inverse=True)[1] if x.numel() else x
