@@ -28,8 +28,9 @@ reach the same races, results and standings, so batches drawn a few timestamps a
 The neighbour multiset is compared through its size and two sums, modulo
 :math:`p = 2^{31} - 1`, of random 31-bit codes of its members (one code table per edge
 type and layer): two different multisets of the same size collide with probability about
-:math:`(2/2^{31})^2 = 2^{-60}`. A batch in which no two nodes share their input key has
-nothing to share and keeps the trimmed plan.
+:math:`(2/2^{31})^2 = 2^{-60}`. A batch in which too few first-layer edges lead into nodes
+whose (seed time, row) repeats (``MIN_REPEATED_EDGES``) keeps the trimmed plan: building
+the shared one would cost more than it saves.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ EdgeType = tuple[str, str, str]
 # sums are compared modulo a prime so that two of them fit one int64.
 CODE_BITS = 31
 CODE_PRIME = 2 ** 31 - 1
+# Sharing pays for building its plan when at least this share of the first layer's edges
+# lead into nodes whose (seed time, row) already occurred: an upper bound on the edges it
+# saves (measured with sweeps/bench/bench_shared.py, results in shared.md).
+MIN_REPEATED_EDGES = 0.25
 
 
 @dataclass
@@ -114,8 +119,9 @@ def shared_plan(row: dict[str, Tensor], seed_time: dict[str, Tensor], num_sample
         return trimmed
     first = trimmed.layers[0].num_out
     own = {t: _rank(_input_key(seed_time[t][:n], row[t][:n])) for t, n in first.items()}
-    if all(_size(k) == k.numel() for k in own.values()):
-        return trimmed  # no two nodes share even their inputs: nothing to share at any layer
+    if _repeated_edges(own, trimmed.layers[0].edges) < MIN_REPEATED_EDGES * sum(
+            e.size(1) for e in trimmed.layers[0].edges.values()):
+        return trimmed
     gen = torch.Generator().manual_seed(seed)
     # An edge joins two nodes of one seed, so a neighbour's layer-0 key is its row once
     # the destination's own key holds the seed time.
@@ -177,6 +183,16 @@ def _input_key(seed_time: Tensor, row: Tensor) -> Tensor:
     if not row.numel():
         return row
     return (seed_time - seed_time.min()) * (int(row.max()) + 1) + row
+
+
+def _repeated_edges(own: dict[str, Tensor], edges: dict[EdgeType, Tensor]) -> int:
+    """Edges into a node whose own key an earlier node already has."""
+    repeated = {}
+    for t, k in own.items():
+        first = torch.full((_size(k),), k.numel(), dtype=torch.long).scatter_reduce_(
+            0, k, torch.arange(k.numel()), "amin")
+        repeated[t] = first.index_select(0, k) != torch.arange(k.numel())
+    return sum(int(repeated[et[2]].index_select(0, dst).sum()) for et, (_, dst) in edges.items())
 
 
 def _pair(a: Tensor, b: Tensor) -> Tensor:
