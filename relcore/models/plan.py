@@ -119,8 +119,9 @@ def shared_plan(row: dict[str, Tensor], seed_time: dict[str, Tensor], num_sample
         return trimmed
     first = trimmed.layers[0].num_out
     own = {t: _rank(_input_key(seed_time[t][:n], row[t][:n])) for t, n in first.items()}
-    if _repeated_edges(own, trimmed.layers[0].edges) < MIN_REPEATED_EDGES * sum(
-            e.size(1) for e in trimmed.layers[0].edges.values()):
+    edges0 = trimmed.layers[0].edges
+    if all(_size(k) == k.numel() for k in own.values()) or \
+            _repeated_edges(own, edges0) < MIN_REPEATED_EDGES * sum(e.size(1) for e in edges0.values()):
         return trimmed
     gen = torch.Generator().manual_seed(seed)
     # An edge joins two nodes of one seed, so a neighbour's layer-0 key is its row once
