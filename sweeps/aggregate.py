@@ -12,10 +12,10 @@ import math
 
 import pandas as pd
 
-from sweeps.trials import CELL, check_cells, higher_is_better
+from sweeps.trials import CELL, HOW, check_cells, higher_is_better
 
 GROUP = CELL
-COLUMNS = [*GROUP, "protocol", "db_cut", "split", "metric", "mean", "std", "n"]
+COLUMNS = [*GROUP, *HOW, "split", "metric", "mean", "std", "n"]
 CONTRASTS = (("PF", "B"), ("P", "B"), ("P", "R"))  # what pretraining adds: over scratch, over random features
 CONTRAST_COLUMNS = ["task", "backbone", "contrast", "split", "metric", "diff", "half", "n_a", "n_b"]
 
@@ -25,7 +25,7 @@ def top_k(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
 
     Per cell the ``k`` trials with the best ``val`` (the task's selection metric) are kept,
     ties broken by key; every ``val/<m>`` and ``test/<m>`` column is averaged over them.
-    A cell never mixes protocols or database cuts (:func:`sweeps.trials.check_cells`).
+    A cell never mixes protocols, database cuts or batch orders (:func:`sweeps.trials.check_cells`).
     """
     rows = []
     if trials.empty:
@@ -36,7 +36,7 @@ def top_k(trials: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         g = g.dropna(subset=["val"])
         g = g.sort_values(["val", "key"], ascending=[not higher_is_better(metric), True], kind="mergesort")
         chosen = g.head(k)
-        how = {"protocol": g["protocol"].iloc[0] if len(g) else "", "db_cut": g["db_cut"].iloc[0] if len(g) else ""}
+        how = {c: g[c].iloc[0] if len(g) else "" for c in HOW}
         for split in ("val", "test"):
             names = sorted(c.split("/", 1)[1] for c in chosen.columns if c.startswith(f"{split}/"))
             for name in names:

@@ -6,7 +6,7 @@
 Parts run on different days, machines or clusters meet here, not in a sweep's store: the
 top 5 per (task, backbone, regime) is chosen over the union of their trials by validation
 only, and the differences between regimes are taken over all trials of a cell. A cell that
-would mix protocols or database cuts, or a trial present in two parts, is refused.
+would mix protocols, database cuts or batch orders, or a trial present in two parts, is refused.
 ``--csv`` gets ``results.csv``'s columns; ``--md`` a generated page; ``--page`` an
 existing page whose ``<!-- merge:begin -->`` / ``<!-- merge:end -->`` block is rewritten.
 """

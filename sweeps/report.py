@@ -60,9 +60,9 @@ def results_markdown(results: pd.DataFrame, trials: pd.DataFrame | None = None) 
 
 
 def _how(results: pd.DataFrame) -> str:
-    """Protocol and database cut the table was measured with, when its rows say."""
+    """Protocol, database cut and batch order the table was measured with, when its rows say."""
     parts = []
-    for col, name in (("protocol", "protocol"), ("db_cut", "database cut")):
+    for col, name in (("protocol", "protocol"), ("db_cut", "database cut"), ("batch_order", "batch order")):
         if col in results and results[col].notna().any():
             parts.append(f"{name} {', '.join(sorted(set(results[col].dropna().astype(str))))}")
     return "; " + "; ".join(parts) if parts else ""

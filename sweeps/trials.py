@@ -42,6 +42,7 @@ class TrialRow:
     seed: int  # fine-tuning seed
     protocol: str  # the preset: paper | reference | quick
     db_cut: str  # relcore.data.get_db: test | full
+    batch_order: str  # relcore.finetune.epoch_order: random | time
     key: str
     metric: str
     val: float
@@ -62,7 +63,8 @@ class TrialRow:
             dataset=trial.dataset.name, task=trial.task, backbone=trial.backbone.table_model, regime=trial.regime,
             layers=trial.backbone.layers, aggr=trial.backbone.aggr,
             corruption=math.nan if trial.corruption is None else trial.corruption, seed=trial.finetune.seed,
-            protocol=trial.protocol, db_cut=trial.dataset.db_cut, key=trial.key, metric=metric,
+            protocol=trial.protocol, db_cut=trial.dataset.db_cut, batch_order=trial.finetune.batch_order,
+            key=trial.key, metric=metric,
             val=float(metrics[f"best/val/{metric}"]), test=float(metrics[f"best/test/{metric}"]),
             steps=int(metrics.get("steps", metrics.get("step", 0))),
             seconds=float(metrics.get("busy_s", metrics.get("time_total_s", math.nan))),
@@ -77,6 +79,7 @@ class TrialRow:
 
 COLUMNS = [f.name for f in fields(TrialRow) if f.name != "metrics"]
 CELL = ["dataset", "task", "backbone", "regime"]  # a cell of the results table
+HOW = ["protocol", "db_cut", "batch_order"]  # how a cell was measured: one value each
 
 
 def frame(rows: list[TrialRow]) -> pd.DataFrame:
@@ -94,9 +97,11 @@ def read(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise RelcoreError(f"trials file not found: {path}")
     try:
-        table = pd.read_csv(path, dtype={"protocol": str, "db_cut": str, "stop_reason": str})
+        table = pd.read_csv(path, dtype={"protocol": str, "db_cut": str, "batch_order": str, "stop_reason": str})
     except Exception as exc:  # noqa: BLE001 - pandas' parser errors have many types
         raise RelcoreError(f"{path}: not a trials.csv ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if "batch_order" not in table.columns:  # written before the column existed, when every run was random
+        table["batch_order"] = "random"
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise RelcoreError(f"{path}: not a trials.csv, missing column(s) {', '.join(missing)}")
@@ -104,9 +109,10 @@ def read(path: str | Path) -> pd.DataFrame:
 
 
 def check_cells(table: pd.DataFrame) -> None:
-    """Refuse a table whose cells mix protocols or database cuts, or that holds a trial twice."""
+    """Refuse a table whose cells mix protocols, database cuts or batch orders, or that
+    holds a trial twice."""
     for cell, g in table.groupby(CELL, sort=True):
-        for what in ("protocol", "db_cut"):
+        for what in HOW:
             values = sorted(set(g[what].fillna("").astype(str)))
             if len(values) > 1:
                 raise RelcoreError(f"cell {'/'.join(map(str, cell))} mixes {what}s {' and '.join(values)}: "

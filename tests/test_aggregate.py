@@ -11,7 +11,7 @@ from sweeps.aggregate import top_k, summary_metrics
 def trials(rows, metric="roc_auc", task="driver-dnf", regime="B"):
     """A trials.csv table (sweeps.trials) with one row per (val, test) pair."""
     return pd.DataFrame([{"dataset": "rel-f1", "task": task, "backbone": "resnet", "regime": regime,
-                          "protocol": "paper", "db_cut": "test", "key": f"{regime}{i}", "metric": metric,
+                          "protocol": "paper", "db_cut": "test", "batch_order": "random", "key": f"{regime}{i}", "metric": metric,
                           "val": v, "test": t, f"val/{metric}": v, f"test/{metric}": t}
                          for i, (v, t) in enumerate(rows)])
 
@@ -60,8 +60,8 @@ def test_groups_are_separate_and_summary_names():
     names = summary_metrics(res)
     assert names["driver-dnf.resnet.PF.test.roc_auc_mean"] == pytest.approx(0.75)
     assert names["driver-dnf.resnet.B.val.roc_auc_std"] == 0.0
-    assert set(res.columns) == {"dataset", "task", "backbone", "regime", "protocol", "db_cut", "split", "metric",
-                                "mean", "std", "n"}
+    assert set(res.columns) == {"dataset", "task", "backbone", "regime", "protocol", "db_cut", "batch_order",
+                                "split", "metric", "mean", "std", "n"}
     assert set(res.protocol) == {"paper"} and set(res.db_cut) == {"test"}
 
 
@@ -119,7 +119,7 @@ def test_contrasts_over_all_trials_in_the_results_markdown():
     assert "| rating | MAE | ResNet-SAGE | – | – | +0.200 ± " in text
     assert "| +0.100 ± " in text.split("| rating |")[-1]
     # the top-5 table has the R column, and says how it was measured
-    assert "| B | P | P&F | R |" in text and "protocol paper; database cut test." in text
+    assert "| B | P | P&F | R |" in text and "protocol paper; database cut test; batch order random." in text
 
 
 def test_trial_row_of_a_trial_ended_after_an_evaluation():
@@ -140,3 +140,22 @@ def test_trial_row_of_a_trial_ended_after_an_evaluation():
     assert (row.metric, row.val, row.test, row.steps, row.seconds) == ("roc_auc", 0.70, 0.75, 242, 322.5)
     assert (row.seed, row.corruption, row.db_cut, row.protocol) == (3, 0.4, "full", "reference")
     assert row.metrics == {"val/roc_auc": 0.70, "test/roc_auc": 0.75, "val/accuracy": 0.8}
+
+
+def test_batch_order_is_part_of_how_a_cell_was_measured(tmp_path):
+    """A trials.csv from before the column reads as random (the only order then); a cell
+    that mixes orders is refused in one line."""
+    from relcore.errors import RelcoreError
+    from sweeps.trials import COLUMNS, read
+
+    table = trials([(0.7, 0.7), (0.8, 0.8)])
+    for c in COLUMNS:
+        if c not in table:
+            table[c] = 0
+    table.drop(columns="batch_order").to_csv(tmp_path / "old.csv", index=False)
+    old = read(tmp_path / "old.csv")
+    assert set(COLUMNS) <= set(old.columns) and set(old.batch_order) == {"random"}
+    assert set(top_k(old).batch_order) == {"random"}
+    mixed = old.assign(batch_order=["random", "time"])
+    with pytest.raises(RelcoreError, match="mixes batch_orders random and time"):
+        top_k(mixed)

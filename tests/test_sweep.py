@@ -106,8 +106,8 @@ def test_quick_preset_end_to_end(quick_sweep):
             "training_time.png"} <= arts
     local = client.download_artifacts(summary[0].info.run_id, "results.csv", str(tmp))
     results = pd.read_csv(local)
-    assert list(results.columns) == ["dataset", "task", "backbone", "regime", "protocol", "db_cut", "split", "metric",
-                                     "mean", "std", "n"]
+    assert list(results.columns) == ["dataset", "task", "backbone", "regime", "protocol", "db_cut", "batch_order",
+                                     "split", "metric", "mean", "std", "n"]
     assert set(results.protocol) == {"quick"} and set(results.db_cut) == {"test"}
     # trials.csv: one row per finished fine-tuning trial, and results.csv is exactly its top 5
     table = trials.read(client.download_artifacts(summary[0].info.run_id, "trials.csv", str(tmp)))
