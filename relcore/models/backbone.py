@@ -91,8 +91,7 @@ class HeteroSAGE(HeteroGraphSAGE):
     source rows are projected first (:math:`\mathbf{W}\mathbf{a}_\psi` = sum/mean of
     :math:`\mathbf{W}\mathbf{x}_u`). Same parameters (the ``SAGEConv`` modules hold
     them, so state dicts match relbench's) and the same function, but far fewer
-    matrix products and ~40% fewer FLOPs on rel-f1 batches, which is what a CPU step
-    is made of. As in ``HeteroConv``, only edge types present in the
+    matrix products and fewer FLOPs, which is what a CPU step is made of. As in ``HeteroConv``, only edge types present in the
     batch contribute, and a node type receiving no messages keeps its embedding
     (``HeteroConv`` would drop it from the output).
     """
@@ -173,7 +172,8 @@ class RDLBackbone(torch.nn.Module):
     every node type, ``batch[et].edge_index`` (local indices) for the edge types, and
     optionally ``batch[t].time`` + ``batch[t].seed_time`` (temporal batches), and
     returns ``{node_type: Tensor[num_nodes, channels]}`` for every node type of the
-    batch, including empty ones.
+    batch, including empty ones. In temporal batches only the seeds' rows are computed
+    through to the last layer, and identical computations only once (:meth:`plan`).
     """
 
     def __init__(self, config: BackboneConfig, graph_meta: GraphMeta):

@@ -138,12 +138,12 @@ def shared_plan(row: dict[str, Tensor], seed_time: dict[str, Tensor], num_sample
             sums = torch.zeros(n, 2, dtype=torch.long)
             for et, (src, dst) in plain.edges.items():
                 if et[2] == t and dst.numel():
-                    deg.index_add_(0, dst, torch.ones_like(dst))
+                    deg += torch.bincount(dst, minlength=n)
                     sums.index_add_(0, dst, codes[et].index_select(0, src_key[et[0]].index_select(0, src)))
             sums = sums % CODE_PRIME
             neighbours = _rank(sums[:, 0] * CODE_PRIME + sums[:, 1])
             k = own[t] if depth == 0 else cls[t][:n]
-            key[t] = k = _rank(_pair(_rank(_pair(k, deg)), neighbours))
+            key[t] = k = _rank(_pair(_pair(k, deg), neighbours))
             # each key's representative: its first node
             rep[t] = torch.full((_size(k),), n, dtype=torch.long).scatter_reduce_(0, k, torch.arange(n), "amin")
             is_rep[t] = torch.zeros(n, dtype=torch.bool).index_fill_(0, rep[t], True)
@@ -197,8 +197,13 @@ def _repeated_edges(own: dict[str, Tensor], edges: dict[EdgeType, Tensor]) -> in
 
 
 def _pair(a: Tensor, b: Tensor) -> Tensor:
-    """One int64 per pair of non-negative ints, ordered as the pairs (``a`` is a dense rank)."""
-    return a * (int(b.max()) + 1 if b.numel() else 1) + b
+    """One int64 per pair of non-negative ints, ordered as the pairs."""
+    if not b.numel():
+        return a
+    a_max, b_max = int(a.max()), int(b.max())
+    if (a_max + 1) * (b_max + 1) >= 2 ** 63:
+        a = _rank(a)  # dense ranks are below the number of nodes: the product then fits
+    return a * (b_max + 1) + b
 
 
 def _size(key: Tensor) -> int:
