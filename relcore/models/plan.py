@@ -117,46 +117,66 @@ def shared_plan(row: dict[str, Tensor], seed_time: dict[str, Tensor], num_sample
     trimmed = trimmed_plan(num_sampled_nodes, num_sampled_edges, edges, num_layers)
     if not trimmed.layers:
         return trimmed
-    first = trimmed.layers[0].num_out
-    own = {t: _rank(_input_key(seed_time[t][:n], row[t][:n])) for t, n in first.items()}
-    edges0 = trimmed.layers[0].edges
-    if all(_size(k) == k.numel() for k in own.values()) or \
-            _repeated_edges(own, edges0) < MIN_REPEATED_EDGES * sum(e.size(1) for e in edges0.values()):
+    own = {t: _rank(_input_key(seed_time[t][:n], row[t][:n])) for t, n in trimmed.layers[0].num_out.items()}
+    if not _worth_sharing(own, trimmed.layers[0].edges):
         return trimmed
     gen = torch.Generator().manual_seed(seed)
     # An edge joins two nodes of one seed, so a neighbour's layer-0 key is its row once
     # the destination's own key holds the seed time.
     src_key = dict(row)
-    cls: dict[str, Tensor] = {}  # node -> its row in the previous layer's output
+    cls: dict[str, Tensor] | None = None  # node -> its row in the previous layer's output
     layers: list[Layer] = []
-    for depth, plain in enumerate(trimmed.layers):
+    for plain in trimmed.layers:
         codes = {et: torch.randint(0, 2 ** CODE_BITS, (_size(src_key[et[0]]), 2), generator=gen)
                  for et in plain.edges}
-        key, is_rep, rep = {}, {}, {}
-        for t, n in plain.num_out.items():
-            deg = torch.zeros(n, dtype=torch.long)
-            sums = torch.zeros(n, 2, dtype=torch.long)
-            for et, (src, dst) in plain.edges.items():
-                if et[2] == t and dst.numel():
-                    deg += torch.bincount(dst, minlength=n)
-                    sums.index_add_(0, dst, codes[et].index_select(0, src_key[et[0]].index_select(0, src)))
-            sums = sums % CODE_PRIME
-            neighbours = _rank(sums[:, 0] * CODE_PRIME + sums[:, 1])
-            k = own[t] if depth == 0 else cls[t][:n]
-            key[t] = k = _rank(_pair(_pair(k, deg), neighbours))
-            # each key's representative: its first node
-            rep[t] = torch.full((_size(k),), n, dtype=torch.long).scatter_reduce_(0, k, torch.arange(n), "amin")
-            is_rep[t] = torch.zeros(n, dtype=torch.bool).index_fill_(0, rep[t], True)
-        root = {t: r if depth == 0 else cls[t].index_select(0, r) for t, r in rep.items()}
-        shared_edges = {}
-        for et, (src, dst) in plain.edges.items():
-            kept = is_rep[et[2]].index_select(0, dst)
-            src, dst = src[kept], dst[kept]
-            shared_edges[et] = torch.stack([src if depth == 0 else cls[et[0]].index_select(0, src),
-                                            key[et[2]].index_select(0, dst)])
-        layers.append(Layer({t: _size(k) for t, k in key.items()}, root, shared_edges))
+        key = {t: _refine(own[t] if cls is None else cls[t][:n], t, plain, src_key, codes)
+               for t, n in plain.num_out.items()}
+        layers.append(_share(plain, key, cls))
         cls = src_key = key
     return Plan(_compact_inputs(layers[0], row, seed_time), layers, cls)
+
+
+def _refine(own: Tensor, t: str, plain: Layer, src_key: dict[str, Tensor],
+            codes: dict[EdgeType, Tensor]) -> Tensor:
+    """:math:`k^{(l)}` of the outputs of type ``t``: their own key, degree and the two code
+    sums of their neighbours' keys, as dense ranks."""
+    n = plain.num_out[t]
+    deg = torch.zeros(n, dtype=torch.long)
+    sums = torch.zeros(n, 2, dtype=torch.long)
+    for et, (src, dst) in plain.edges.items():
+        if et[2] == t and dst.numel():
+            deg += torch.bincount(dst, minlength=n)
+            sums.index_add_(0, dst, codes[et].index_select(0, src_key[et[0]].index_select(0, src)))
+    sums = sums % CODE_PRIME
+    return _rank(_pair(_pair(own, deg), _rank(sums[:, 0] * CODE_PRIME + sums[:, 1])))
+
+
+def _share(plain: Layer, key: dict[str, Tensor], prev: dict[str, Tensor] | None) -> Layer:
+    """``plain`` computed once per distinct key, from its first node's root and edges.
+
+    ``prev`` maps nodes to the previous layer's rows (``None`` before the first layer, whose
+    reads are still nodes).
+    """
+    rep = {t: _first_of(k) for t, k in key.items()}
+    root = {t: r if prev is None else prev[t].index_select(0, r) for t, r in rep.items()}
+    edges = {}
+    for et, (src, dst) in plain.edges.items():
+        is_rep = torch.zeros(plain.num_out[et[2]], dtype=torch.bool).index_fill_(0, rep[et[2]], True)
+        kept = is_rep.index_select(0, dst)
+        src, dst = src[kept], dst[kept]
+        edges[et] = torch.stack([src if prev is None else prev[et[0]].index_select(0, src),
+                                 key[et[2]].index_select(0, dst)])
+    return Layer({t: _size(k) for t, k in key.items()}, root, edges)
+
+
+def _worth_sharing(own: dict[str, Tensor], edges: dict[EdgeType, Tensor]) -> bool:
+    """Whether at least ``MIN_REPEATED_EDGES`` of the first layer's edges lead into a node
+    whose own key an earlier node already has: an upper bound on the edges sharing saves."""
+    if all(_size(k) == k.numel() for k in own.values()):
+        return False
+    repeated = {t: _first_of(k).index_select(0, k) != torch.arange(k.numel()) for t, k in own.items()}
+    saved = sum(int(repeated[et[2]].index_select(0, dst).sum()) for et, (_, dst) in edges.items())
+    return saved >= MIN_REPEATED_EDGES * sum(e.size(1) for e in edges.values())
 
 
 def _compact_inputs(first: Layer, row: dict[str, Tensor], seed_time: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -169,8 +189,7 @@ def _compact_inputs(first: Layer, row: dict[str, Tensor], seed_time: dict[str, T
     for t in row:
         nodes = torch.cat([r for _, r in reads.get(t, [])]) if t in reads else torch.empty(0, dtype=torch.long)
         inverse = _rank(_input_key(seed_time[t].index_select(0, nodes), row[t].index_select(0, nodes)))
-        n = _size(inverse)
-        inputs[t] = torch.full((n,), row[t].numel(), dtype=torch.long).scatter_reduce_(0, inverse, nodes, "amin")
+        inputs[t] = _first_of(inverse, nodes)
         for (et, _), part in zip(reads.get(t, []), inverse.split([r.numel() for _, r in reads.get(t, [])])):
             if et is None:
                 first.root[t] = part
@@ -186,14 +205,10 @@ def _input_key(seed_time: Tensor, row: Tensor) -> Tensor:
     return (seed_time - seed_time.min()) * (int(row.max()) + 1) + row
 
 
-def _repeated_edges(own: dict[str, Tensor], edges: dict[EdgeType, Tensor]) -> int:
-    """Edges into a node whose own key an earlier node already has."""
-    repeated = {}
-    for t, k in own.items():
-        first = torch.full((_size(k),), k.numel(), dtype=torch.long).scatter_reduce_(
-            0, k, torch.arange(k.numel()), "amin")
-        repeated[t] = first.index_select(0, k) != torch.arange(k.numel())
-    return sum(int(repeated[et[2]].index_select(0, dst).sum()) for et, (_, dst) in edges.items())
+def _first_of(key: Tensor, index: Tensor | None = None) -> Tensor:
+    """Per dense key, the smallest ``index`` (default: position) holding it."""
+    index = torch.arange(key.numel()) if index is None else index
+    return torch.full((_size(key),), 2 ** 62, dtype=torch.long).scatter_reduce_(0, key, index, "amin")
 
 
 def _pair(a: Tensor, b: Tensor) -> Tensor:
