@@ -5,7 +5,8 @@ neighbourhood once; every seed is still visited once per epoch with its own subg
 its batch-mates change. This script fine-tunes regime B on rel-f1's driver tasks with both
 orders at equal steps (the reference protocol: lr 5e-3, fan-outs halving per hop, L1 for
 regression, capped at ``--max-steps``), for 2 and 3 layers and ``--seeds`` seeds, and
-writes the best validation metric of each run, its test metric, and the seconds per step.
+writes the best validation metric of each run, its test metric, and the seconds per step
+(evaluation and sampling included).
 
     .venv/bin/python sweeps/bench/bench_batch_order.py --raw-dir ../shared/data/ergast-f1 \\
         --out sweeps/bench/results/batch-order.md --csv sweeps/bench/results/batch-order.csv
@@ -43,18 +44,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--db-cut", default="full", choices=["test", "full"])
     p.add_argument("--out", help="markdown report")
     p.add_argument("--csv", help="one row per run (appended as runs finish; finished runs are skipped)")
+    p.add_argument("--summary-only", action="store_true", help="write the report from --csv, run nothing")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Report.start(args.out, "Batch order: validation at equal steps (rel-f1, regime B, reference protocol)",
                        f"1 torch thread; {args.table_model} table model; database cut {args.db_cut}; "
                        f"at most {args.max_steps} steps")
-    spec = DatasetSpec("rel-f1", raw_dir=args.raw_dir, db_cut=args.db_cut)
-    dataset = load_dataset(spec)
-    graph = build_graph(get_db(dataset, args.db_cut))
     done: list[dict] = []
     path = Path(args.csv) if args.csv else None
     if path is not None and path.is_file():
         done = list(csv.DictReader(path.open()))
+    if args.summary_only:
+        out(f"\nFrom {len(done)} finished runs of `{path}`.")
+        summarize(done, out)
+        return
+    spec = DatasetSpec("rel-f1", raw_dir=args.raw_dir, db_cut=args.db_cut)
+    dataset = load_dataset(spec)
+    graph = build_graph(get_db(dataset, args.db_cut))
     finished = {(r["task"], r["layers"], r["order"], r["seed"]) for r in done}
     for task_name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         task = load_task(spec, dataset, task_name)
@@ -85,21 +91,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def summarize(rows: list[dict], out: Report) -> None:
-    """Per task and depth: mean ± sd over seeds of each order, and the paired difference."""
-    out("\n| task | layers | metric | val, random | val, time | time − random (paired) | "
+    """Per task and depth: mean ± sd over seeds of each order, and the paired difference
+    (a cell shows the seeds both orders have finished)."""
+    out("\n| task | layers | metric | seeds | val, random | val, time | time − random (paired) | "
         "s/step, random | s/step, time |")
-    out("|---|---|---|---|---|---|---|---|")
+    out("|---|---|---|---|---|---|---|---|---|")
     cells = sorted({(r["task"], r["layers"]) for r in rows})
     for task, layers in cells:
-        by = {o: sorted((r for r in rows if (r["task"], r["layers"], r["order"]) == (task, layers, o)),
-                        key=lambda r: int(r["seed"])) for o in ("random", "time")}
-        if not by["random"] or not by["time"]:
+        seeds = {o: {r["seed"] for r in rows if (r["task"], r["layers"], r["order"]) == (task, layers, o)}
+                 for o in ("random", "time")}
+        both = seeds["random"] & seeds["time"]
+        by = {o: sorted((r for r in rows if (r["task"], r["layers"], r["order"]) == (task, layers, o)
+                         and r["seed"] in both), key=lambda r: int(r["seed"])) for o in ("random", "time")}
+        if not both:
             continue
         val = {o: [float(r["val"]) for r in by[o]] for o in by}
         pairs = [t - r for r, t in zip(val["random"], val["time"])]
         per_step = {o: sum(float(r["seconds"]) for r in by[o]) / sum(int(r["steps"]) for r in by[o]) for o in by}
         metric = by["random"][0]["metric"]
-        out(f"| {task} | {layers} | {metric} | {_ms(val['random'])} | {_ms(val['time'])} | {_ms(pairs)} | "
+        out(f"| {task} | {layers} | {metric} | {len(both)} | {_ms(val['random'])} | {_ms(val['time'])} | {_ms(pairs)} | "
             f"{per_step['random']:.2f} | {per_step['time']:.2f} |")
 
 
