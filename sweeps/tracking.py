@@ -2,7 +2,7 @@
 
 Trial runs are written by :class:`TrialRunLogger`, Ray's own
 :class:`~ray.air.integrations.mlflow.MLflowLoggerCallback` extended to (a) nest runs
-under the stage's parent run, (b) find a trial's existing run by its trial id, so a
+under the stage's parent run, (b) find a trial's existing run by its key, so a
 resumed sweep never logs a trial twice, (c) batch each report into one MLflow call,
 (d) record why the trial stopped, its error when it failed, and the pretrained
 backbone as an artifact.
@@ -189,8 +189,11 @@ class TrialRunLogger(MLflowLoggerCallback):
     def log_trial_start(self, trial) -> None:
         if trial in self._trial_runs:
             return
-        existing = find_run(self.client, self.experiment_id, kind="trial", stage=self.stage,
-                            trial_id=trial.trial_id)
+        spec = trial_config(trial.config)
+        key = spec.key if spec is not None else str(trial)
+        # By key, not by Tune's trial id: a sweep killed before Tune's last experiment
+        # snapshot recorded a trial gets that trial again under a new id when resumed.
+        existing = find_run(self.client, self.experiment_id, kind="trial", stage=self.stage, trial_key=key)
         if existing is not None:  # resumed sweep: continue the same run
             run_id = existing.info.run_id
             self.client.update_run(run_id, status="RUNNING")
@@ -201,8 +204,6 @@ class TrialRunLogger(MLflowLoggerCallback):
                 # attempt ran past that point.
                 self.client.set_tag(run_id, "attempts", str(attempts))
         else:
-            spec = trial_config(trial.config)
-            key = spec.key if spec is not None else str(trial)
             tags = {**self.tags, "trial_id": trial.trial_id, "trial_key": key}
             for k in ("task", "regime", "table_model", "pretrain_key"):
                 if getattr(spec, k, None) is not None:
