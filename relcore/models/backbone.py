@@ -280,7 +280,9 @@ class RDLBackbone(torch.nn.Module):
         """How message passing runs on ``batch`` (:mod:`relcore.models.plan`): in temporal
         batches laid out hop by hop, trimmed, and shared across identical computations
         unless :attr:`share` is off; over every node otherwise."""
-        edges, hops = self._layout(batch)
+        return self._plan(batch, *self._layout(batch))
+
+    def _plan(self, batch: HeteroData, edges, hops) -> Plan:
         types = [t for t in batch.node_types if "tf" in batch[t]]
         layers = self.config.layers
         if hops is None:
@@ -303,11 +305,12 @@ class RDLBackbone(torch.nn.Module):
                        {et: batch[et].num_sampled_edges for et in edges})
 
     def forward(self, batch: HeteroData, row_cache: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        plan = self.plan(batch)
+        edges, hops = self._layout(batch)
+        plan = self._plan(batch, edges, hops)
         # Temporal batches repeat rows and time differences: the first layer reads its
         # inputs as look-ups (relcore.models.factored). A shared plan's inputs are each
         # read at least once by an edge, so its look-ups always beat materialising them.
-        temporal = self._layout(batch)[1] is not None
+        temporal = hops is not None
         shared = any(nodes is not None for nodes in plan.inputs.values())
         x_dict = self.encode_rows(batch, row_cache, factored=temporal, nodes=plan.inputs,
                                   min_repeats=0 if shared else FACTOR_MIN_REPEATS)

@@ -43,13 +43,12 @@ class FactoredRows:
 
     def take(self, nodes: Tensor | int) -> Tensor:
         """The vectors of ``nodes`` (an index, or a count of first nodes), materialised."""
-        row_of, time_of = ((self.row_of[:nodes], None if self.time_of is None else self.time_of[:nodes])
-                           if isinstance(nodes, int) else
-                           (self.row_of.index_select(0, nodes),
-                            None if self.time_of is None else self.time_of.index_select(0, nodes)))
-        x = self.rows.index_select(0, row_of)
+        def of(index: Tensor) -> Tensor:
+            return index[:nodes] if isinstance(nodes, int) else index.index_select(0, nodes)
+
+        x = self.rows.index_select(0, of(self.row_of))
         if self.times is not None:
-            x = x + self.times.index_select(0, time_of)
+            x = x + self.times.index_select(0, of(self.time_of))
         return x
 
     # A node type is the source of several edge types: its look-up table and each
